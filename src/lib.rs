@@ -1,0 +1,7 @@
+//! HAPair: a two-member high-availability pair for Kubernetes.
+//!
+//! The protocol (patent JP2001175626, digest in SPEC.md) lives in [`protocol`] and performs no I/O;
+//! every other module is a thin shell that observes the world, asks [`protocol`] what to do, and
+//! carries the answer out.
+
+pub mod protocol;

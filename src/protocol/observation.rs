@@ -1,0 +1,136 @@
+//! What the operator observed of the pair: the only input of the decision.
+
+use super::command::Command;
+use super::member::{Member, PerMember};
+use super::priority::{Standing, Term};
+use super::state::{MemberState, Role};
+
+/// What a recovered member's agent read from its own volume.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RecordView {
+    Valid(Standing),
+    /// No record: a fresh volume, or one that lost its data (then it holds no data at all).
+    Missing,
+    /// The record exists but cannot be trusted (checksum, parse); the reason names the file.
+    Corrupt(String),
+    /// The volume belongs to another pair or member; never used.
+    WrongPair(String),
+}
+
+impl RecordView {
+    pub fn standing(&self) -> Option<Standing> {
+        match self {
+            RecordView::Valid(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+/// One member as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MemberView {
+    /// Failed: pod gone or not running, agent not reporting, or lease expired (after the agent
+    /// fenced itself). A failed member processes nothing.
+    Down {
+        /// The last state its agent acknowledged before it failed.
+        last_state: MemberState,
+        /// The last record it reported.
+        last_standing: Option<Standing>,
+        /// A command written for it that it never acknowledged: it may have applied it.
+        in_doubt: Option<Command>,
+    },
+    /// Recovered: its agent runs and has reported the record it read for this pod.
+    Up {
+        record: RecordView,
+        /// The state this incarnation acknowledged (`X` until its first command).
+        state: MemberState,
+        /// A command written for this incarnation and not yet acknowledged.
+        pending: Option<Command>,
+        /// The application stopped or restarted since the member entered `state`: a failure
+        /// (DESIGN: "failure = the pod or its application container stops").
+        app_failed: bool,
+        /// The application reports it holds all the peer's handover data (its readiness).
+        caught_up: bool,
+    },
+}
+
+impl MemberView {
+    pub fn is_up(&self) -> bool {
+        matches!(self, MemberView::Up { .. })
+    }
+
+    /// Processing: recovered, acknowledged `M`/`SM`, and its application has not failed since.
+    pub fn is_processing(&self) -> bool {
+        match self {
+            MemberView::Up { state, .. } => state.is_processing(),
+            MemberView::Down { .. } => false,
+        }
+    }
+
+    /// The state it is in for the pair state: a failed member is `X`.
+    pub fn state(&self) -> MemberState {
+        match self {
+            MemberView::Up { state, .. } => *state,
+            MemberView::Down { .. } => MemberState::X,
+        }
+    }
+
+    /// The command not yet acknowledged (pending for a live member, in doubt for a failed one).
+    pub fn unacked(&self) -> Option<Command> {
+        match self {
+            MemberView::Up { pending, .. } => *pending,
+            MemberView::Down { in_doubt, .. } => *in_doubt,
+        }
+    }
+
+    /// The most recent record known for this member.
+    pub fn known_standing(&self) -> Option<Standing> {
+        match self {
+            MemberView::Up { record, .. } => record.standing(),
+            MemberView::Down { last_standing, .. } => *last_standing,
+        }
+    }
+}
+
+/// A request to force-start a member (the `hapair.io/force-start` annotation).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ForceStartRequest {
+    Member(Member),
+    /// The annotation named something that is not a member.
+    Invalid(String),
+}
+
+/// Everything the decision may use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Observation {
+    pub members: PerMember<MemberView>,
+    /// The role label each member's pod carries right now.
+    pub roles: PerMember<Option<Role>>,
+    /// False until a record has been written on a member volume of this pair (status cache).
+    pub initialized: bool,
+    /// The highest term the status ever recorded: it may only make a decision more conservative.
+    pub recorded_term: Term,
+    pub force_start: Option<ForceStartRequest>,
+}
+
+impl Observation {
+    pub fn member(&self, m: Member) -> &MemberView {
+        self.members.get(m)
+    }
+
+    /// The highest term known anywhere: records, unacknowledged commands, the status.
+    pub fn max_term(&self) -> Term {
+        Member::BOTH
+            .iter()
+            .flat_map(|m| {
+                let v = self.member(*m);
+                let cmd = match v.unacked() {
+                    Some(Command::Enter { term, .. }) => Some(term),
+                    _ => None,
+                };
+                [v.known_standing().map(|s| s.term), cmd]
+            })
+            .flatten()
+            .fold(self.recorded_term, Term::max)
+    }
+}
