@@ -300,12 +300,15 @@ async fn watchdog_sees_two_masters_of_one_pair() {
     while watchdog.violations().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // (pod status updates landing between the two patches may add more records of the same fault)
     let v = watchdog.violations();
-    assert_eq!(v.len(), 1, "{v:?}");
-    assert!(
-        v[0].contains("pair x") && v[0].contains("x-a") && v[0].contains("x-b"),
-        "{v:?}"
-    );
+    assert!(!v.is_empty(), "the watchdog missed the dual master");
+    for record in &v {
+        assert!(
+            record.contains("pair x: masters [\"x-a\", \"x-b\"]"),
+            "{v:?}"
+        );
+    }
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| watchdog.assert_clean()));
     assert!(caught.is_err(), "assert_clean must panic after a violation");
 }
@@ -384,4 +387,77 @@ async fn cluster_components_stay_inside_the_machine() {
         guard.success(),
         "the rule that keeps pods inside is missing"
     );
+}
+
+#[tokio::test]
+async fn local_process_is_killed_on_demand() {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "echo \"started with $KUBECONFIG\"; exec sleep 60"]);
+    let mut p = LocalProcess::start("sleeper", cmd);
+    for _ in 0..100 {
+        if p.output().contains("started") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(p
+        .output()
+        .contains(&format!("started with {}", kubeconfig_path().display())));
+    assert!(p.is_running());
+    p.kill();
+    assert!(!p.is_running());
+
+    let mut cmd = std::process::Command::new(hapair_bin());
+    cmd.arg("--version");
+    let mut p = LocalProcess::start("hapair-version", cmd);
+    assert!(p.wait(Duration::from_secs(10)).await.success());
+    assert!(p.output().starts_with("hapair "), "{}", p.output());
+}
+
+/// The image built by deploy/local/images.sh runs in the cluster, as a non-root user.
+#[tokio::test]
+async fn project_image_runs_as_non_root() {
+    let ns = TestNamespace::new("smoke-img").await;
+    let pods: Api<Pod> = ns.api();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "version"},
+        "spec": {
+            "restartPolicy": "Never",
+            // the kubelet refuses to start the container if the image's user is root
+            "securityContext": {"runAsNonRoot": true},
+            "containers": [{"name": "hapair", "image": HAPAIR_IMAGE, "imagePullPolicy": "Never", "args": ["--version"]}],
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let done = wait_for(
+        &pods,
+        "version",
+        |p| {
+            let waiting = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c[0].state.clone())
+                .and_then(|s| s.waiting);
+            if let Some(reason) = waiting
+                .and_then(|w| w.reason)
+                .filter(|r| r == "ErrImageNeverPull")
+            {
+                panic!(
+                    "{reason}: {HAPAIR_IMAGE} is not in the cluster: run deploy/local/images.sh"
+                );
+            }
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        },
+        T,
+    )
+    .await;
+    let phase = done.status.unwrap().phase.unwrap();
+    let logs = pod_logs(&pods, "version", "hapair").await;
+    assert_eq!(phase, "Succeeded", "logs: {logs}");
+    assert!(logs.starts_with("hapair "), "{logs}");
 }

@@ -137,7 +137,13 @@ build() {
   if [ ${#missing[@]} -gt 0 ]; then
     log "building ${missing[*]} from source: the first build takes ~8 minutes on 2 cores (log: $SRC/make.log)"
     (cd "$K8S_TREE" && PATH=/usr/lib/go-1.19/bin:$PATH CGO_ENABLED=0 GOFLAGS= GOCACHE="$SRC/gocache" \
-      make WHAT="${missing[*]}" > "$SRC/make.log" 2>&1) || { tail -30 "$SRC/make.log" >&2; die "kubernetes build failed"; }
+      exec make WHAT="${missing[*]}" > "$SRC/make.log" 2>&1 9>&-) &
+    local mk=$! i=0
+    while kill -0 "$mk" 2>/dev/null; do
+      sleep 1; i=$((i + 1))
+      [ $((i % 30)) = 0 ] && log "  still building (${i}s): $(grep '^+++' "$SRC/make.log" | tail -1 | cut -c1-70)"
+    done
+    wait "$mk" || { tail -30 "$SRC/make.log" >&2; die "kubernetes build failed (log: $SRC/make.log)"; }
     for b in "${missing[@]}"; do cp "$K8S_TREE/_output/bin/$(basename "$b")" "$BIN/"; done
   fi
   log "Kubernetes $("$BIN/kube-apiserver" --version | awk '{print $2}') binaries ready in $BIN ($(since "$t0")s)"

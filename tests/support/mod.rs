@@ -570,6 +570,22 @@ impl LocalProcess {
         let _ = self.child.wait();
     }
 
+    /// Waits for the process to exit on its own; panics after `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} still running after {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stop it gracefully: SIGTERM, then SIGKILL after `grace`.
     pub async fn terminate(&mut self, grace: Duration) {
         let _ = Command::new("kill")
