@@ -175,9 +175,7 @@ down() {
     stop_pids containerd
   fi
   rm -f "$RUN/containerd.pid"
-  # shims whose containerd died under them (e.g. the session that started the cluster was killed)
-  local shims; shims=$(pgrep -f 'containerd-shim-runc-v2 -namespace k8s.io' || true)
-  if [ -n "$shims" ]; then kill -9 $shims 2>/dev/null || true; fi
+  kill_orphans
   log "down: processes stopped"
   # 3. mounts made for pods: kubelet volumes, CNI netns, container rootfs/shm (deepest first)
   { grep -oE ' (/var/lib/kubelet|/run/netns/cni-|/run/containerd/io.containerd|/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes)[^ ]*' /proc/mounts || true; } \
@@ -224,6 +222,20 @@ restore_sysctl() {
   [ -f "$o" ] || return 0
   [ -f "$f" ] && cat "$o" > "$f"
   rm -f "$o"
+}
+
+# Containers whose containerd died under them (e.g. the session that started the cluster was killed):
+# containerd's state dir names each container's main process (init.pid); its parent is the pod's shim.
+kill_orphans() {
+  local f pid ppid shims=()
+  for f in /run/containerd/io.containerd.runtime.v2.task/k8s.io/*/init.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f"); ppid=$(awk '/^PPid:/{print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$ppid" ] || continue
+    [ "$(cat "/proc/$ppid/comm" 2>/dev/null)" = containerd-shim ] || continue   # comm is cut to 15 chars
+    kill -9 "$pid" 2>/dev/null || true; shims+=("$ppid")
+  done
+  [ ${#shims[@]} -eq 0 ] || kill -9 "${shims[@]}" 2>/dev/null || true
 }
 
 # kill and remove every task and container in containerd's k8s.io namespace (images stay)
@@ -509,7 +521,7 @@ status() {
       pid=$(cat "$RUN/$p.pid"); printf '%-24s pid=%-7s rss=%s\n' "$p" "$pid" "$(awk '/VmRSS/{print $2" "$3}' "/proc/$pid/status")"
     else printf '%-24s not running\n' "$p"; rc=1; fi
   done
-  echo "containerd-shim processes: $(pgrep -c -f 'containerd-shim-runc-v2 -namespace k8s.io' || true)"
+  echo "pod containers: $(ls /run/containerd/io.containerd.runtime.v2.task/k8s.io/ 2>/dev/null | wc -l)"
   if [ $rc = 0 ]; then
     kubectl get node "$NODE_NAME" --no-headers 2>/dev/null || true
     echo "PV pool: $(kubectl get pv -l "$PV_LABEL" --no-headers -o custom-columns=P:.status.phase 2>/dev/null | sort | uniq -c | xargs)"
