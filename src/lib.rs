@@ -5,3 +5,4 @@
 //! carries the answer out.
 
 pub mod protocol;
+pub mod store;

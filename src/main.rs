@@ -1,5 +1,9 @@
 //! The `hapair` binary: one executable, several roles (subcommands).
 
+mod cli;
+
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -17,14 +21,18 @@ struct Cli {
 enum Command {
     /// Print the protocol's transition table (seed figure 2) as the decision function sees it.
     Protocol,
+    /// Inspect the priority record on a member's volume (read-only).
+    #[command(subcommand)]
+    Record(cli::record::RecordCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Protocol => {
             println!("{}", hapair::protocol::SUMMARY);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Record(command) => cli::record::run(command),
     }
 }
