@@ -4,20 +4,22 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-
 use super::member::Member;
+use super::observation::Instance;
 use super::priority::{Priority, Standing, Term};
 use super::state::MemberState;
 use super::ProtocolError;
 
 /// A command for one member: enter a state, in a term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Command {
     /// Write the seed's initial priority (a=2, b=3) on a fresh pair's empty volume. Acts on nothing.
     Initialize,
     /// Enter `state` in `term`: write `state.priority_written()` with `term` (nothing for `X`).
     Enter { state: MemberState, term: Term },
+    /// Enter `M` in `term` with this standby instance: only that instance of the peer is known to
+    /// hold every write once the master acknowledged (4-4 may promote it, and no other).
+    Master { term: Term, standby: Instance },
 }
 
 impl Command {
@@ -30,6 +32,7 @@ impl Command {
         match self {
             Command::Initialize => MemberState::X,
             Command::Enter { state, .. } => state,
+            Command::Master { .. } => MemberState::M,
         }
     }
 
@@ -40,6 +43,15 @@ impl Command {
             Command::Enter { state, term } => state
                 .priority_written()
                 .map(|p: Priority| Standing::new(p, term)),
+            Command::Master { term, .. } => Some(Standing::new(Priority::Two, term)),
+        }
+    }
+
+    /// The term the command carries, if any.
+    pub fn term(self) -> Option<Term> {
+        match self {
+            Command::Initialize => None,
+            Command::Enter { term, .. } | Command::Master { term, .. } => Some(term),
         }
     }
 
@@ -49,12 +61,13 @@ impl Command {
     }
 }
 
-/// Wire form: `INIT/0` or `<STATE>/<term>` (the shell appends `/<seq>`).
+/// Wire form: `INIT/0`, `<STATE>/<term>`, or `M/<term>/<standby instance>`.
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Initialize => f.write_str("INIT/0"),
             Command::Enter { state, term } => write!(f, "{state}/{term}"),
+            Command::Master { term, standby } => write!(f, "M/{term}/{standby}"),
         }
     }
 }
@@ -64,11 +77,20 @@ impl FromStr for Command {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || ProtocolError::InvalidCommand(s.to_string());
-        let (state, term) = s.split_once('/').ok_or_else(bad)?;
-        let term = Term(term.parse().map_err(|_| bad())?);
-        if state == "INIT" {
-            return Ok(Command::Initialize);
+        let mut parts = s.split('/');
+        let (state, term, standby) = (parts.next(), parts.next(), parts.next());
+        if parts.next().is_some() {
+            return Err(bad());
         }
-        Ok(Command::enter(state.parse().map_err(|_| bad())?, term))
+        let term = Term(term.ok_or_else(bad)?.parse().map_err(|_| bad())?);
+        match (state.ok_or_else(bad)?, standby) {
+            ("INIT", None) => Ok(Command::Initialize),
+            ("M", Some(uid)) => Ok(Command::Master {
+                term,
+                standby: uid.parse().map_err(|_| bad())?,
+            }),
+            (_, Some(_)) => Err(bad()),
+            (state, None) => Ok(Command::enter(state.parse().map_err(|_| bad())?, term)),
+        }
     }
 }

@@ -5,8 +5,7 @@
 
 use super::command::Command;
 use super::member::{Member, PerMember};
-use super::observation::{ForceStartRequest, MemberView, Observation, RecordView};
-use super::priority::Priority;
+use super::observation::{ForceStartRequest, Instance, MemberView, Observation, RecordView};
 use super::resume::{resume, Resume, Wait};
 use super::state::{MemberState, PairState, Role};
 
@@ -99,11 +98,14 @@ fn healthy_processor(v: &MemberView) -> bool {
 }
 
 /// May be processing now or soon: acknowledged `M`/`SM` (even if its application failed and
-/// restarted on the old role), or holds an unacknowledged command to process.
+/// restarted on the old role), or holds an unacknowledged command to process, or an
+/// unacknowledged `X`: that may have overwritten a command to process which the agent was
+/// already carrying out; only the acknowledgement of the `X` proves it stopped.
 fn may_process(v: &MemberView) -> bool {
     match v {
         MemberView::Up { state, pending, .. } => {
-            state.is_processing() || pending.is_some_and(|c| c.may_process())
+            state.is_processing()
+                || pending.is_some_and(|c| c.may_process() || c.target_state() == MemberState::X)
         }
         MemberView::Down { .. } => false,
     }
@@ -180,16 +182,41 @@ fn command_steps(obs: &Observation, wants: Vec<Want>) -> Vec<Step> {
             .member(w.member)
             .unacked()
             .is_some_and(|p| same(w.command, p));
-        if !peer_busy && !already && !steps.iter().any(|s| commands(s, w.member)) {
-            steps.push(command(w.member, w.command, &w.why));
+        if peer_busy || already || steps.iter().any(|s| commands(s, w.member)) {
+            continue;
         }
+        if w.command.may_process() {
+            steps.extend(cancel_in_doubt(obs, w.member.peer()));
+        }
+        steps.push(command(w.member, w.command, &w.why));
     }
     steps
 }
 
-/// Two commands ask for the same thing (a pending `SM` stays valid although newer terms appeared).
+/// A failed member's unacknowledged command to process is overwritten with `X` before its peer is
+/// told to process: should the same pod return (a healed partition), it must not act on it.
+fn cancel_in_doubt(obs: &Observation, m: Member) -> Option<Step> {
+    match obs.member(m) {
+        MemberView::Down {
+            in_doubt: Some(c), ..
+        } if c.may_process() => Some(command(
+            m,
+            Command::enter(MemberState::X, obs.max_term()),
+            &format!("cancel {c}, never acknowledged by failed {m}, before its peer processes"),
+        )),
+        _ => None,
+    }
+}
+
+/// Two commands ask for the same thing (a pending `SM` stays valid although newer terms appeared;
+/// `M` with another standby instance is another command).
 fn same(a: Command, b: Command) -> bool {
-    a.target_state() == b.target_state() && (a == Command::Initialize) == (b == Command::Initialize)
+    match (a, b) {
+        (Command::Initialize, Command::Initialize) => true,
+        (Command::Master { standby: x, .. }, Command::Master { standby: y, .. }) => x == y,
+        (Command::Enter { state: x, .. }, Command::Enter { state: y, .. }) => x == y,
+        _ => false,
+    }
 }
 
 fn commands(step: &Step, m: Member) -> bool {
@@ -277,22 +304,22 @@ fn with_processor(obs: &Observation, p: Member) -> Plan {
             ..
         }
     );
-    match obs.member(p).state() {
-        MemberState::M if !peer_is_standby => {
+    match (obs.member(p).state(), caught_up(peer)) {
+        (MemberState::M, _) if !peer_is_standby => {
             plan = plan.want(
                 p,
                 Command::enter(MemberState::SM, obs.max_term().next()),
                 seed("4-2", &format!("{o} failed while {p} was master")),
             );
         }
-        MemberState::SM if peer_is_standby && caught_up(peer) => {
+        (MemberState::SM, Some(standby)) if peer_is_standby => {
             plan = plan.want(
                 p,
-                Command::enter(MemberState::M, term),
+                Command::Master { term, standby },
                 seed("1-x-2/3-1-2", &format!("{o} caught up")),
             );
         }
-        MemberState::SM if admissible(peer) => {
+        (MemberState::SM, _) if admissible(peer) => {
             plan = plan.want(
                 o,
                 Command::enter(MemberState::SL, term),
@@ -307,14 +334,16 @@ fn with_processor(obs: &Observation, p: Member) -> Plan {
     plan
 }
 
-fn caught_up(v: &MemberView) -> bool {
-    matches!(
-        v,
+/// The incarnation of a standby that reports it caught up.
+fn caught_up(v: &MemberView) -> Option<Instance> {
+    match v {
         MemberView::Up {
             caught_up: true,
+            instance,
             ..
-        }
-    )
+        } => Some(*instance),
+        _ => None,
+    }
 }
 
 /// A recovered, stopped member with a usable record may become the standby. A corrupt or foreign
@@ -364,13 +393,7 @@ fn standby_without_master(obs: &Observation) -> Option<Plan> {
         )
     })?;
     let p = o.peer();
-    let master = obs.member(p);
-    let was_synchronous = master
-        .known_standing()
-        .is_some_and(|s| s.priority == Priority::Two)
-        && !master
-            .unacked()
-            .is_some_and(|c| c.target_state() == MemberState::SM);
+    let was_synchronous = failed_as_master(obs.member(p), obs.member(o));
     let plan = Plan::default();
     Some(if was_synchronous {
         plan.want(
@@ -393,6 +416,25 @@ fn standby_without_master(obs: &Observation) -> Option<Plan> {
             ),
         )
     })
+}
+
+/// 4-4 applies only to a failed member whose last acknowledgement was `M` with this very standby
+/// pod (a standby that restarted since may lack writes), and which left no command
+/// unacknowledged: its record (priority 2) may be ahead of its acknowledgements, and an
+/// unacknowledged `SM` may have let it write asynchronously. A member that already recovered is
+/// not a takeover case: both are up, and figure 4 compares their records.
+fn failed_as_master(master: &MemberView, standby: &MemberView) -> bool {
+    let MemberView::Up { instance, .. } = standby else {
+        return false;
+    };
+    match master {
+        MemberView::Down {
+            last_acked: Some(Command::Master { standby: s, .. }),
+            in_doubt,
+            ..
+        } => s == instance && in_doubt.is_none_or(|c| c.target_state() == MemberState::M),
+        _ => false,
+    }
 }
 
 /// Seed: initial priorities a=2, b=3 are written once, before automatic operation begins. Only on

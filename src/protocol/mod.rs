@@ -17,7 +17,7 @@ mod state;
 pub use command::Command;
 pub use decision::{decide, Decision, ForceStartVerdict, Step};
 pub use member::{Member, PerMember};
-pub use observation::{ForceStartRequest, MemberView, Observation, RecordView};
+pub use observation::{ForceStartRequest, Instance, MemberView, Observation, RecordView};
 pub use priority::{Priority, Standing, Term};
 pub use resume::{rank, resume, Resume, Wait};
 pub use state::{MemberState, PairState, Role};
@@ -33,7 +33,9 @@ pub enum ProtocolError {
     InvalidState(String),
     #[error("'{0}' is not a role: use master or standby")]
     InvalidRole(String),
-    #[error("'{0}' is not a command: expected <STATE>/<term> (e.g. SM/4) or INIT/0")]
+    #[error("'{0}' is not a member instance: expected <pod UID>.<ack sequence number>")]
+    InvalidInstance(String),
+    #[error("'{0}' is not a command: expected <STATE>/<term> (e.g. SM/4), M/<term>/<standby instance> or INIT/0")]
     InvalidCommand(String),
 }
 

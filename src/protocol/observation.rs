@@ -1,9 +1,46 @@
 //! What the operator observed of the pair: the only input of the decision.
 
+use std::fmt;
+use std::str::FromStr;
+
 use super::command::Command;
 use super::member::{Member, PerMember};
 use super::priority::{Standing, Term};
 use super::state::{MemberState, Role};
+use super::ProtocolError;
+
+/// A member's current acknowledged state, as an instance: its pod UID (a UUID) and the sequence
+/// number of the command it last acknowledged. It changes when the pod is replaced and whenever
+/// the member acknowledges another command, so "the same instance" means "nothing happened since".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Instance {
+    pub pod: u128,
+    pub ack: u64,
+}
+
+impl fmt::Display for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}.{}", self.pod, self.ack)
+    }
+}
+
+/// Parses `<pod UID>.<ack>`; the UID is 32 hex digits, dashes allowed.
+impl FromStr for Instance {
+    type Err = ProtocolError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ProtocolError::InvalidInstance(s.to_string());
+        let (uid, ack) = s.rsplit_once('.').ok_or_else(bad)?;
+        let hex: String = uid.chars().filter(|c| *c != '-').collect();
+        if hex.len() != 32 {
+            return Err(bad());
+        }
+        Ok(Instance {
+            pod: u128::from_str_radix(&hex, 16).map_err(|_| bad())?,
+            ack: ack.parse().map_err(|_| bad())?,
+        })
+    }
+}
 
 /// What a recovered member's agent read from its own volume.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,8 +69,8 @@ pub enum MemberView {
     /// Failed: pod gone or not running, agent not reporting, or lease expired (after the agent
     /// fenced itself). A failed member processes nothing.
     Down {
-        /// The last state its agent acknowledged before it failed.
-        last_state: MemberState,
+        /// The last command its agent acknowledged (in any incarnation).
+        last_acked: Option<Command>,
         /// The last record it reported.
         last_standing: Option<Standing>,
         /// A command written for it that it never acknowledged: it may have applied it.
@@ -41,6 +78,8 @@ pub enum MemberView {
     },
     /// Recovered: its agent runs and has reported the record it read for this pod.
     Up {
+        /// Which pod, and which of its acknowledgements, this observation is of.
+        instance: Instance,
         record: RecordView,
         /// The state this incarnation acknowledged (`X` until its first command).
         state: MemberState,
@@ -124,11 +163,10 @@ impl Observation {
             .iter()
             .flat_map(|m| {
                 let v = self.member(*m);
-                let cmd = match v.unacked() {
-                    Some(Command::Enter { term, .. }) => Some(term),
-                    _ => None,
-                };
-                [v.known_standing().map(|s| s.term), cmd]
+                [
+                    v.known_standing().map(|s| s.term),
+                    v.unacked().and_then(Command::term),
+                ]
             })
             .flatten()
             .fold(self.recorded_term, Term::max)
