@@ -503,8 +503,10 @@ EOF
   log "node $NODE_NAME Ready"
   ensure_storage
   start pv-reclaimer "$SELF" pv-reclaimer
-  # pods are rejected until the namespace's default ServiceAccount exists
-  for _ in $(seq 1 100); do kubectl get sa default >/dev/null 2>&1 && break; sleep 0.2; done
+  # pods are rejected until the namespace's default ServiceAccount has its token secret (v1.20)
+  for _ in $(seq 1 150); do
+    [ -n "$(kubectl get sa default -o jsonpath='{.secrets[0].name}' 2>/dev/null)" ] && break; sleep 0.2
+  done
   log "cluster up in $(since "$t0")s; logs in $LOGS"
   print_env
 }

@@ -92,8 +92,8 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
-    /// Creates `<prefix>-<unique suffix>` and waits until pods can be created in it (its default
-    /// ServiceAccount exists).
+    /// Creates `<prefix>-<unique suffix>` and waits until pods can be created in it: on v1.20 the
+    /// ServiceAccount admission rejects pods until the default ServiceAccount has its token secret.
     pub async fn new(prefix: &str) -> TestNamespace {
         let client = client().await;
         let name = unique_name(prefix);
@@ -106,7 +106,8 @@ impl TestNamespace {
             .await
             .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
         let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait_for(&sas, "default", |_| true, Duration::from_secs(60)).await;
+        let has_token = |sa: &ServiceAccount| sa.secrets.as_ref().is_some_and(|s| !s.is_empty());
+        wait_for(&sas, "default", has_token, Duration::from_secs(60)).await;
         TestNamespace { client, name }
     }
 
