@@ -4,5 +4,6 @@
 //! every other module is a thin shell that observes the world, asks [`protocol`] what to do, and
 //! carries the answer out.
 
+pub mod crd;
 pub mod protocol;
 pub mod store;

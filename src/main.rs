@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Print the protocol's transition table (seed figure 2) as the decision function sees it.
     Protocol,
+    /// Print the HAPair CustomResourceDefinition (YAML) generated from the Rust types.
+    Crd,
     /// Inspect the priority record on a member's volume (read-only).
     #[command(subcommand)]
     Record(cli::record::RecordCommand),
@@ -31,6 +33,10 @@ fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Protocol => {
             println!("{}", hapair::protocol::SUMMARY);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd => {
+            print!("{}", hapair::crd::definition_yaml()?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Record(command) => cli::record::run(command),
