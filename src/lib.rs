@@ -4,6 +4,8 @@
 //! every other module is a thin shell that observes the world, asks [`protocol`] what to do, and
 //! carries the answer out.
 
+pub mod agent;
 pub mod crd;
+pub mod mailbox;
 pub mod protocol;
 pub mod store;

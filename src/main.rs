@@ -26,10 +26,14 @@ enum Command {
     /// Inspect the priority record on a member's volume (read-only).
     #[command(subcommand)]
     Record(cli::record::RecordCommand),
+    /// Run the member agent (sidecar of a member pod): apply the operator's commands, report the
+    /// volume's record, renew the member's Lease, fence when it cannot.
+    Agent(hapair::agent::AgentArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    init_tracing();
     match cli.command {
         Command::Protocol => {
             println!("{}", hapair::protocol::SUMMARY);
@@ -40,5 +44,31 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Record(command) => cli::record::run(command),
+        Command::Agent(args) => agent(args),
     }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Bad settings exit with status 2 and say what to fix; a failed start exits with status 1.
+fn agent(args: hapair::agent::AgentArgs) -> anyhow::Result<ExitCode> {
+    let config = match hapair::agent::Config::try_from(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hapair agent: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(hapair::agent::run(config))?;
+    Ok(ExitCode::SUCCESS)
 }

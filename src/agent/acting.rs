@@ -1,0 +1,292 @@
+//! What the member in this pod acts as: the state it acknowledged, the role file that tells the
+//! application, and the fence timer. Shared by the applier (which acts on commands) and the fence
+//! guard (which stops a processing member whose Lease went stale), under one lock, so a fence
+//! and a command can never interleave their role-file writes.
+//!
+//! It never writes the priority record (the applier persists before it calls [`Acting::act`])
+//! and never talks to the API server.
+
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::fence::{FenceTimer, Verdict};
+use crate::mailbox::{Ack, CommandEnvelope};
+use crate::protocol::MemberState;
+
+/// Tells the application its role (the role file in production, a fake in tests).
+pub trait RoleIo: Send {
+    /// Replaces the role with the one for `state`, atomically.
+    fn write_role(&mut self, state: MemberState) -> io::Result<()>;
+}
+
+/// Why a persisted command was not acted on (and so is not acknowledged).
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error(
+        "command seq {seq} was seen before this agent fenced itself (floor {floor}): only a newer \
+         command can make it act again"
+    )]
+    Superseded { seq: u64, floor: u64 },
+    #[error("refused to enter {state}: {reason}")]
+    LeaseStale { state: MemberState, reason: String },
+    #[error("cannot write the role file: {0}; the application was not told, so the command is not acknowledged")]
+    Role(#[source] io::Error),
+}
+
+/// The acting state of this pod's member.
+pub struct Acting<F> {
+    role: F,
+    state: MemberState,
+    ack: Option<Ack>,
+    /// No command with a sequence number at or below it is applied (again) by this process.
+    floor: u64,
+    /// The highest sequence number addressed to this pod seen so far.
+    seen: u64,
+    fenced: Option<String>,
+    timer: FenceTimer,
+}
+
+impl<F: RoleIo> Acting<F> {
+    /// A member that acknowledged nothing yet. Writes role `X`: a fresh agent never lets the
+    /// application keep a role an earlier agent gave it.
+    pub fn start(mut role: F, timer: FenceTimer) -> io::Result<Self> {
+        role.write_role(MemberState::X)?;
+        Ok(Acting {
+            role,
+            state: MemberState::X,
+            ack: None,
+            floor: 0,
+            seen: 0,
+            fenced: None,
+            timer,
+        })
+    }
+
+    pub fn state(&self) -> MemberState {
+        self.state
+    }
+
+    pub fn ack(&self) -> Option<Ack> {
+        self.ack
+    }
+
+    pub fn fenced(&self) -> Option<&str> {
+        self.fenced.as_deref()
+    }
+
+    /// Notes that a command with `seq` is addressed to this pod; true when it may be applied.
+    pub fn admit(&mut self, seq: u64) -> bool {
+        self.seen = self.seen.max(seq);
+        seq > self.floor
+    }
+
+    /// Acts on a command whose record is already persisted: writes the role file, then takes the
+    /// command's state and acknowledges it. A processing state is refused (and the member fenced)
+    /// when the Lease is already stale: it would be fenced the next instant anyway.
+    pub fn act(&mut self, envelope: &CommandEnvelope, now: Instant) -> Result<Ack, ActError> {
+        if envelope.seq <= self.floor {
+            let (seq, floor) = (envelope.seq, self.floor);
+            return Err(ActError::Superseded { seq, floor });
+        }
+        let state = envelope.command.target_state();
+        if let Verdict::Fence { silent_for } = self.timer.check(state.is_processing(), now) {
+            let reason = self.stale_reason(silent_for);
+            self.fence(reason.clone()).map_err(ActError::Role)?;
+            return Err(ActError::LeaseStale { state, reason });
+        }
+        self.role.write_role(state).map_err(ActError::Role)?;
+        let ack = Ack {
+            seq: envelope.seq,
+            command: envelope.command,
+        };
+        self.state = state;
+        self.ack = Some(ack);
+        self.floor = envelope.seq;
+        self.fenced = None;
+        Ok(ack)
+    }
+
+    /// A renewal sent at `sent` succeeded.
+    pub fn renewed(&mut self, sent: Instant) {
+        self.timer.renewed(sent);
+    }
+
+    /// What the fence timer says now.
+    pub fn check(&self, now: Instant) -> Verdict {
+        self.timer.check(self.state.is_processing(), now)
+    }
+
+    /// Stops processing on the agent's own authority: role `X` first, then state `X`. Every
+    /// command seen so far is never applied afterwards; only a newer one can make it act again.
+    /// On a role-file error nothing changes (the caller retries).
+    pub fn fence(&mut self, reason: String) -> io::Result<()> {
+        if self.state.is_processing() {
+            self.role.write_role(MemberState::X)?;
+            self.state = MemberState::X;
+        }
+        self.floor = self.floor.max(self.seen);
+        self.fenced = Some(reason);
+        Ok(())
+    }
+
+    /// The reason for a fence after `silent_for` without a renewal.
+    pub fn stale_reason(&self, silent_for: Duration) -> String {
+        format!(
+            "no successful Lease renewal for {:.1}s (fence after lease duration - margin = {}s), \
+             so the operator may promote the peer: stopped processing",
+            silent_for.as_secs_f64(),
+            self.timer.budget().as_secs_f64()
+        )
+    }
+
+    /// Writes role `X` on the way out: with no agent left to fence it, the application must not
+    /// keep processing.
+    pub fn stop(&mut self) -> io::Result<()> {
+        self.role.write_role(MemberState::X)?;
+        self.state = MemberState::X;
+        Ok(())
+    }
+}
+
+/// [`Acting`] behind a lock, with a condition variable the fence guard waits on.
+pub struct Shared<F> {
+    acting: Mutex<Acting<F>>,
+    changed: Condvar,
+}
+
+impl<F: RoleIo> Shared<F> {
+    pub fn new(acting: Acting<F>) -> Arc<Self> {
+        Arc::new(Shared {
+            acting: Mutex::new(acting),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// The acting state. A holder that panicked left it as consistent as any crash would (every
+    /// change is a role write followed by plain assignments), so a poisoned lock is still used:
+    /// the fence guard must keep working.
+    pub fn lock(&self) -> MutexGuard<'_, Acting<F>> {
+        self.acting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the fence guard: the state or the timer changed.
+    pub fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Waits for [`Shared::notify`], or at most `timeout` (forever when `None`).
+    pub fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, Acting<F>>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, Acting<F>> {
+        match timeout {
+            Some(t) => match self.changed.wait_timeout(guard, t) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            },
+            None => self
+                .changed
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    /// A role file that logs every write into a shared journal, or fails on demand.
+    #[derive(Clone, Default)]
+    pub struct FakeRole {
+        pub journal: Arc<StdMutex<Vec<String>>>,
+        pub fail: Arc<StdMutex<bool>>,
+    }
+
+    impl RoleIo for FakeRole {
+        fn write_role(&mut self, state: MemberState) -> io::Result<()> {
+            if *self.fail.lock().unwrap() {
+                return Err(io::Error::other("role dir gone"));
+            }
+            self.journal.lock().unwrap().push(format!("role {state}"));
+            Ok(())
+        }
+    }
+
+    fn envelope(wire: &str, seq: u64) -> CommandEnvelope {
+        CommandEnvelope {
+            command: wire.parse().unwrap(),
+            seq,
+            pod: "me".into(),
+        }
+    }
+
+    fn acting(budget: Duration, now: Instant) -> (Acting<FakeRole>, FakeRole) {
+        let role = FakeRole::default();
+        let acting = Acting::start(role.clone(), FenceTimer::new(budget, now)).unwrap();
+        (acting, role)
+    }
+
+    #[test]
+    fn start_writes_role_x() {
+        let (a, role) = acting(Duration::from_secs(7), Instant::now());
+        assert_eq!(a.state(), MemberState::X);
+        assert_eq!(*role.journal.lock().unwrap(), ["role X"]);
+    }
+
+    #[test]
+    fn fencing_stops_processing_and_only_a_newer_command_acts_again() {
+        let t0 = Instant::now();
+        let (mut a, role) = acting(Duration::from_secs(7), t0);
+        assert!(a.admit(1));
+        a.act(&envelope("SM/1", 1), t0).unwrap();
+        assert!(a.admit(2)); // seen, then the lease goes stale before it is applied
+        a.fence("stale".into()).unwrap();
+        assert_eq!(a.state(), MemberState::X);
+        assert!(!a.admit(2), "a command seen before the fence must not act");
+        assert!(matches!(
+            a.act(&envelope("SM/1", 2), t0),
+            Err(ActError::Superseded { .. })
+        ));
+        assert!(a.admit(3));
+        a.act(&envelope("SM/2", 3), t0).unwrap();
+        assert_eq!(a.fenced(), None);
+        assert_eq!(
+            *role.journal.lock().unwrap(),
+            ["role X", "role SM", "role X", "role SM"]
+        );
+    }
+
+    #[test]
+    fn a_processing_command_on_a_stale_lease_fences_instead_of_acting() {
+        let t0 = Instant::now();
+        let (mut a, role) = acting(Duration::from_secs(7), t0);
+        assert!(a.admit(1));
+        let err = a
+            .act(&envelope("SM/1", 1), t0 + Duration::from_secs(8))
+            .unwrap_err();
+        assert!(matches!(err, ActError::LeaseStale { .. }), "{err}");
+        assert_eq!(a.state(), MemberState::X);
+        assert!(a.fenced().is_some());
+        assert_eq!(*role.journal.lock().unwrap(), ["role X"]);
+    }
+
+    #[test]
+    fn a_failed_fence_changes_nothing() {
+        let t0 = Instant::now();
+        let (mut a, role) = acting(Duration::from_secs(7), t0);
+        a.admit(1);
+        a.act(
+            &envelope("M/1/0b7e1c9a-0000-4000-8000-00000000000b.3", 1),
+            t0,
+        )
+        .unwrap();
+        *role.fail.lock().unwrap() = true;
+        assert!(a.fence("stale".into()).is_err());
+        assert_eq!(a.state(), MemberState::M);
+        assert_eq!(a.fenced(), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! The role file: how the agent tells the application in its pod what to do. One line:
+//! `SM`, `M`, `SL <peer address>` (or `SL` without a known peer address) or `X`.
+//!
+//! Replaced atomically (temp file in the same directory, then rename), so the application reads
+//! the old line or the new one, never a mix. It is not fsynced: it lives in a pod-scoped
+//! directory, says nothing durable, and a fresh agent always rewrites it (`X`) at start. The
+//! durable fact is the priority record, written before the role file.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::acting::RoleIo;
+use crate::protocol::MemberState;
+
+/// The line the application reads for `state`.
+pub fn role_line(state: MemberState, peer_address: Option<&str>) -> String {
+    match (state, peer_address) {
+        (MemberState::SL, Some(peer)) => format!("SL {peer}\n"),
+        (state, _) => format!("{state}\n"),
+    }
+}
+
+/// Where the application reads its role.
+#[derive(Debug, Clone)]
+pub struct RoleFile {
+    path: PathBuf,
+    temp: PathBuf,
+    /// Written after `SL`: where the slave receives handover data from.
+    peer_address: Option<String>,
+}
+
+impl RoleFile {
+    /// The role file at `path`; its temp file is `.<name>.tmp` beside it (same file system, so
+    /// the rename is atomic).
+    pub fn new(path: PathBuf, peer_address: Option<String>) -> Self {
+        let name = path
+            .file_name()
+            .map_or_else(|| "role".into(), |n| n.to_string_lossy().into_owned());
+        let temp = path.with_file_name(format!(".{name}.tmp"));
+        RoleFile {
+            path,
+            temp,
+            peer_address,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the file's content with `line`, atomically.
+    pub fn write_line(&self, line: &str) -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&self.temp)?;
+        file.write_all(line.as_bytes())?;
+        drop(file);
+        fs::rename(&self.temp, &self.path)
+    }
+}
+
+impl RoleIo for RoleFile {
+    fn write_role(&mut self, state: MemberState) -> io::Result<()> {
+        self.write_line(&role_line(state, self.peer_address.as_deref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_name_the_state_and_the_peer_for_a_slave() {
+        assert_eq!(role_line(MemberState::SM, Some("10.0.0.2")), "SM\n");
+        assert_eq!(role_line(MemberState::M, None), "M\n");
+        assert_eq!(
+            role_line(MemberState::SL, Some("10.0.0.2:7000")),
+            "SL 10.0.0.2:7000\n"
+        );
+        assert_eq!(role_line(MemberState::SL, None), "SL\n");
+        assert_eq!(role_line(MemberState::X, Some("x")), "X\n");
+    }
+
+    #[test]
+    fn write_replaces_the_whole_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut role = RoleFile::new(dir.path().join("role"), Some("10.0.0.2:7000".into()));
+        role.write_role(MemberState::SL).unwrap();
+        assert_eq!(
+            fs::read_to_string(role.path()).unwrap(),
+            "SL 10.0.0.2:7000\n"
+        );
+        role.write_role(MemberState::X).unwrap();
+        assert_eq!(fs::read_to_string(role.path()).unwrap(), "X\n");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["role"]);
+    }
+
+    #[test]
+    fn write_into_a_missing_directory_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut role = RoleFile::new(dir.path().join("nope").join("role"), None);
+        assert!(role.write_role(MemberState::X).is_err());
+    }
+}
