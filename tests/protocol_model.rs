@@ -160,3 +160,22 @@ fn the_checker_catches_a_standby_taking_over_from_a_single_master() {
     let (why, path) = report.violation.expect("the broken rule must be caught");
     println!("caught: {why} after {} steps", path.len());
 }
+
+#[test]
+fn progress_always_comes_to_rest() {
+    let report = explore(World::fresh(1, 0), decide, |w| {
+        let mut w = w.clone();
+        for _ in 0..100 {
+            match w.progress(decide, true) {
+                Some(next) => w = next,
+                None => return Ok(()),
+            }
+        }
+        Err(format!(
+            "never at rest: {:?} {:?}",
+            w.pair_state(),
+            decide(&w.snapshot().obs)
+        ))
+    });
+    assert_clean(&report);
+}

@@ -227,7 +227,7 @@ fn priorities_1_1_with_equal_terms_need_a_force_start() {
         members: PerMember::new(up(one, 1, A), up(one, 1, B)),
         roles: PerMember::default(),
         initialized: true,
-        recorded_term: Term(4),
+        recorded_terms: PerMember::new(Term(4), Term(4)),
         force_start: None,
     };
     assert!(matches!(
@@ -250,7 +250,7 @@ fn lone_member_with_priority_1_waits_when_the_status_knows_a_newer_term() {
         ),
         roles: PerMember::default(),
         initialized: true,
-        recorded_term: Term(5),
+        recorded_terms: PerMember::new(Term(0), Term(5)),
         force_start: None,
     };
     assert!(matches!(
@@ -294,10 +294,26 @@ fn corrupt_record_is_never_started_automatically() {
         ),
         roles: PerMember::default(),
         initialized: true,
-        recorded_term: Term(2),
+        recorded_terms: PerMember::new(Term(0), Term(2)),
         force_start: None,
     };
     let d = decide(&obs);
     assert!(matches!(d.wait, Some(Wait::NeedsForceStart(ref r)) if r.contains("priority 3")));
     assert!(d.steps.is_empty());
+}
+
+#[test]
+fn a_running_pair_settles_with_nothing_left_to_do() {
+    let mut w = World::fresh(0, 0);
+    let mut steps = 0;
+    while let Some(next) = w.progress(decide, true) {
+        w = next;
+        steps += 1;
+        assert!(
+            steps < 100,
+            "never settles: {:?} {:?}",
+            w.pair_state(),
+            decide(&w.snapshot().obs).steps
+        );
+    }
 }

@@ -162,12 +162,18 @@ fn label_steps(obs: &Observation) -> Vec<Step> {
 fn command_steps(obs: &Observation, wants: Vec<Want>) -> Vec<Step> {
     let mut steps = Vec::new();
     for m in Member::BOTH {
-        let wanted = wants.iter().find(|w| w.member == m);
         let MemberView::Up { pending, state, .. } = obs.member(m) else {
             continue;
         };
-        let stale =
-            pending.filter(|p| p.may_process() && wanted.is_none_or(|w| !same(w.command, *p)));
+        let superseded = |p: &Command| {
+            wants.iter().any(|w| {
+                (w.member == m && !same(w.command, *p))
+                    || (w.member == m.peer() && w.command.may_process())
+            })
+        };
+        // A pending command to process was decided on proof that still holds unless the peer
+        // must process instead or this member must do something else: only then cancel it.
+        let stale = pending.filter(|p| p.may_process() && superseded(p));
         if stale.is_some() && !state.is_processing() {
             steps.push(command(
                 m,
@@ -379,8 +385,9 @@ fn without_processor(obs: &Observation) -> Plan {
     }
 }
 
-/// A standby whose master stopped. It takes over only if the master was `M` (synchronous, so the
-/// standby holds everything: 4-4); after `SM` it had not caught up and must stop (5-6).
+/// A standby whose master failed. It takes over only if the master was `M` (synchronous, so the
+/// standby holds everything: 4-4); after `SM` it had not caught up and must stop (5-6). A master
+/// that already recovered is not a failed one: figure 4 compares the two records instead.
 fn standby_without_master(obs: &Observation) -> Option<Plan> {
     let o = Member::BOTH.into_iter().find(|m| {
         matches!(
@@ -393,6 +400,9 @@ fn standby_without_master(obs: &Observation) -> Option<Plan> {
         )
     })?;
     let p = o.peer();
+    if obs.member(p).is_up() {
+        return None;
+    }
     let was_synchronous = failed_as_master(obs.member(p), obs.member(o));
     let plan = Plan::default();
     Some(if was_synchronous {

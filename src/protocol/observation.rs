@@ -147,8 +147,9 @@ pub struct Observation {
     pub roles: PerMember<Option<Role>>,
     /// False until a record has been written on a member volume of this pair (status cache).
     pub initialized: bool,
-    /// The highest term the status ever recorded: it may only make a decision more conservative.
-    pub recorded_term: Term,
+    /// For each member, the highest term in which it was told to process or reported processing
+    /// (status cache): it may only make a decision more conservative.
+    pub recorded_terms: PerMember<Term>,
     pub force_start: Option<ForceStartRequest>,
 }
 
@@ -169,6 +170,27 @@ impl Observation {
                 ]
             })
             .flatten()
-            .fold(self.recorded_term, Term::max)
+            .fold(self.recorded_terms.a.max(self.recorded_terms.b), Term::max)
+    }
+
+    /// The status's per-member processing terms updated with this observation: what the operator
+    /// records before it acts, so a later decision cannot forget a claim to have processed.
+    pub fn processing_terms(&self) -> PerMember<Term> {
+        let claim = |m: Member| {
+            let v = self.member(m);
+            let record = v
+                .known_standing()
+                .filter(|s| s.priority != super::priority::Priority::Three)
+                .map(|s| s.term);
+            let command = v
+                .unacked()
+                .filter(|c| c.may_process())
+                .and_then(Command::term);
+            [record, command]
+                .into_iter()
+                .flatten()
+                .fold(*self.recorded_terms.get(m), Term::max)
+        };
+        PerMember::new(claim(Member::A), claim(Member::B))
     }
 }

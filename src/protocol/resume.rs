@@ -187,8 +187,12 @@ fn newer_claim(obs: &Observation, m: Member, own: Standing) -> Option<String> {
     if let Some(c) = peer.unacked().filter(|c| c.may_process()) {
         return Some(format!("{} may have applied command {c}", m.peer()));
     }
-    if obs.recorded_term > own.term {
-        return Some(format!("the status recorded term {}", obs.recorded_term));
+    let peer_term = *obs.recorded_terms.get(m.peer());
+    if peer_term >= own.term {
+        return Some(format!(
+            "the status records that {} was told to process in term {peer_term}",
+            m.peer()
+        ));
     }
     None
 }
@@ -215,9 +219,16 @@ fn nobody(obs: &Observation) -> Resume {
 }
 
 /// A lone member that cannot prove it was last waits for its peer, unless the peer is up with an
-/// unusable record: then waiting cannot help.
+/// unusable record: then waiting cannot help. (A peer whose application failed may still recover.)
 fn waiting(obs: &Observation, m: Member, reason: String) -> Resume {
-    if obs.member(m.peer()).is_up() {
+    let peer_unusable = matches!(
+        obs.member(m.peer()),
+        MemberView::Up {
+            record: RecordView::Corrupt(_) | RecordView::WrongPair(_),
+            ..
+        }
+    );
+    if peer_unusable {
         Resume::Wait(Wait::NeedsForceStart(reason))
     } else {
         Resume::Wait(Wait::WaitingForPeer(reason))

@@ -46,6 +46,11 @@ pub fn explore(
             };
         }
         let here = fingerprint(&world);
+        if parents.len().is_multiple_of(1_000_000)
+            && std::env::var_os("HAPAIR_MODEL_PROGRESS").is_some()
+        {
+            eprintln!("  {} states, queue {}", parents.len(), queue.len());
+        }
         for action in ALL_ACTIONS {
             let Some(next) = world.step(action, decide) else {
                 continue;

@@ -53,25 +53,27 @@ pub struct Node {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
-    Picked,
     PriorityWritten,
     RoleWritten,
 }
 
-/// A command as written on a Lease: addressed to an incarnation (pod UID), numbered per Lease.
+/// A command as written on a Lease, addressed to an incarnation (pod UID).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sent {
     pub cmd: Command,
     pub inc: u8,
-    pub seq: u8,
 }
 
 /// A member's Lease: the operator's command and the agent's reports. Survives pod failures.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Lease {
     pub command: Option<Sent>,
+    /// The latest write of `command` is not acknowledged yet (the real Lease numbers writes).
+    pub unacked: bool,
+    /// The agent picked up the latest write (no write since).
+    pub picked: bool,
     /// The command last acknowledged.
-    pub ack: Option<Sent>,
+    pub ack: Option<Command>,
     /// The incarnation that reported (recovered), its last acknowledged state and record.
     pub holder: Option<u8>,
     pub state: Option<MemberState>,
@@ -83,6 +85,9 @@ pub struct Lease {
 pub struct View {
     pub obs: Observation,
     pub incs: PerMember<u8>,
+    /// The Leases as read: a command is written only if the Lease is unchanged since
+    /// (resourceVersion precondition; on a conflict the operator observes again).
+    pub leases: PerMember<Lease>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -93,7 +98,7 @@ pub struct World {
     pub labels: PerMember<Option<Role>>,
     /// HAPair status (cache): initialized flag and highest term recorded.
     pub initialized: bool,
-    pub recorded_term: Term,
+    pub recorded_terms: PerMember<Term>,
     /// The force-start annotation.
     pub force: Option<Member>,
     pub view: Option<View>,
@@ -185,7 +190,7 @@ impl World {
             leases: PerMember::default(),
             labels: PerMember::default(),
             initialized: false,
-            recorded_term: Term(0),
+            recorded_terms: PerMember::default(),
             force: None,
             view: None,
             complete: PerMember::new(true, true),
@@ -300,23 +305,7 @@ impl World {
             return false;
         }
         match n.applying {
-            None => self.pick(m, &n, &lease),
-            Some((sent, Stage::Picked)) => {
-                let cmd = sent.cmd;
-                if let Some(s) = cmd.standing_written(m) {
-                    self.nodes.get_mut(m).disk = Some(s);
-                }
-                if self.forced_command == Some((m, cmd)) {
-                    // The force-start took effect on the volume: the human chose this member's
-                    // data as the truth and gave up the peer's unreplicated work.
-                    self.forced_ever = true;
-                    self.forced_command = None;
-                    *self.complete.get_mut(m) = true;
-                    *self.complete.get_mut(m.peer()) = false;
-                }
-                self.nodes.get_mut(m).applying = Some((sent, Stage::PriorityWritten));
-                true
-            }
+            None => self.pick_and_write_priority(m, &n, &lease),
             Some((sent, Stage::PriorityWritten)) => {
                 self.write_role(m, sent);
                 true
@@ -328,14 +317,26 @@ impl World {
         }
     }
 
-    fn pick(&mut self, m: Member, n: &Node, lease: &Lease) -> bool {
-        match lease.command {
-            Some(sent) if sent.inc == n.inc && lease.ack != Some(sent) => {
-                self.nodes.get_mut(m).applying = Some((sent, Stage::Picked));
-                true
-            }
-            _ => false,
+    /// Pick up the latest command addressed to this pod and write its priority (a crash between
+    /// the two is the same as a crash before picking).
+    fn pick_and_write_priority(&mut self, m: Member, n: &Node, lease: &Lease) -> bool {
+        let Some(sent) = lease.command.filter(|c| c.inc == n.inc && lease.unacked) else {
+            return false;
+        };
+        self.leases.get_mut(m).picked = true;
+        if let Some(s) = sent.cmd.standing_written(m) {
+            self.nodes.get_mut(m).disk = Some(s);
         }
+        if self.forced_command == Some((m, sent.cmd)) {
+            // The force-start took effect on the volume: the human chose this member's
+            // data as the truth and gave up the peer's unreplicated work.
+            self.forced_ever = true;
+            self.forced_command = None;
+            *self.complete.get_mut(m) = true;
+            *self.complete.get_mut(m.peer()) = false;
+        }
+        self.nodes.get_mut(m).applying = Some((sent, Stage::PriorityWritten));
+        true
     }
 
     fn write_role(&mut self, m: Member, sent: Sent) {
@@ -358,7 +359,7 @@ impl World {
         let cmd = sent.cmd;
         let n = self.nodes.get_mut(m);
         n.applying = None;
-        n.acks += 1;
+        n.acks = n.acks.saturating_add(1);
         n.acked = cmd.target_state();
         n.app_failed = false;
         if n.acked != MemberState::SL {
@@ -366,7 +367,10 @@ impl World {
         }
         let disk = n.disk;
         let lease = self.leases.get_mut(m);
-        lease.ack = Some(sent);
+        lease.ack = Some(cmd);
+        if lease.picked {
+            lease.unacked = false; // no newer write since it was picked
+        }
         lease.state = Some(cmd.target_state());
         lease.standing = disk;
     }
@@ -413,12 +417,11 @@ impl World {
     /// The operator reads the cluster (pods, Leases, status) and records what it saw in status.
     fn observe(&mut self) -> bool {
         let view = self.snapshot();
-        let max = view.obs.max_term();
         let any_record = Member::BOTH
             .iter()
             .any(|m| view.obs.member(*m).known_standing().is_some());
         self.initialized |= any_record;
-        self.recorded_term = self.recorded_term.max(max);
+        self.recorded_terms = view.obs.processing_terms();
         self.view = Some(view);
         true
     }
@@ -429,7 +432,7 @@ impl World {
             let n = self.node(m);
             let l = self.leases.get(m);
             let recovered = n.running && l.holder == Some(n.inc);
-            let unacked = l.command.filter(|c| l.ack != Some(*c)).map(|c| c.cmd);
+            let unacked = l.command.filter(|_| l.unacked).map(|c| c.cmd);
             if recovered {
                 let pending = l.command.filter(|c| c.inc == n.inc).and(unacked);
                 MemberView::Up {
@@ -442,7 +445,7 @@ impl World {
                 }
             } else {
                 MemberView::Down {
-                    last_acked: l.ack.map(|c| c.cmd),
+                    last_acked: l.ack,
                     last_standing: l.standing,
                     in_doubt: unacked,
                 }
@@ -453,10 +456,11 @@ impl World {
                 members: PerMember::new(member(Member::A), member(Member::B)),
                 roles: self.labels,
                 initialized: self.initialized,
-                recorded_term: self.recorded_term,
+                recorded_terms: self.recorded_terms,
                 force_start: self.force.map(ForceStartRequest::Member),
             },
             incs: PerMember::new(self.node(Member::A).inc, self.node(Member::B).inc),
+            leases: self.leases.clone(),
         }
     }
 
@@ -474,17 +478,22 @@ impl World {
             }
             return verdict_done;
         };
-        if let Some(ForceStartVerdict::Accepted(m)) = decision.force_start {
-            if let Step::Command {
-                member, command, ..
-            } = &step
-            {
-                if *member == m && command.target_state() == MemberState::SM {
-                    self.forced_command = Some((m, *command));
-                }
-            }
+        let forced = match (&decision.force_start, &step) {
+            (
+                Some(ForceStartVerdict::Accepted(m)),
+                Step::Command {
+                    member, command, ..
+                },
+            ) if member == m && command.target_state() == MemberState::SM => Some((*m, *command)),
+            _ => None,
+        };
+        if !self.execute(&step, &mut view) {
+            self.view = None;
+            return true;
         }
-        self.execute(&step, &mut view);
+        if forced.is_some() {
+            self.forced_command = forced;
+        }
         if verdict_done {
             view.obs.force_start = None;
         }
@@ -504,7 +513,8 @@ impl World {
 
     /// Carry out one step against the world, addressed to the pod UIDs of the view; then update the
     /// view with the operator's own write (it reads its own writes).
-    fn execute(&mut self, step: &Step, view: &mut View) {
+    /// `false` when the write was refused (the view is then dropped: the operator observes again).
+    fn execute(&mut self, step: &Step, view: &mut View) -> bool {
         match step {
             Step::Label { member, role } => {
                 let n = self.node(*member);
@@ -512,26 +522,29 @@ impl World {
                     *self.labels.get_mut(*member) = *role;
                 }
                 *view.obs.roles.get_mut(*member) = *role;
+                true
             }
             Step::Command {
                 member, command, ..
             } => {
-                if let Command::Enter { term, .. } = command {
-                    // Status first: the term is remembered even if the command is overwritten.
-                    self.recorded_term = self.recorded_term.max(*term);
-                    view.obs.recorded_term = self.recorded_term;
+                if self.leases.get(*member) != view.leases.get(*member) {
+                    return false; // 409 Conflict: the Lease changed since it was read
                 }
+                // The claim is recorded in status on every observation (`processing_terms`)
+                // before any decision can overwrite the command.
                 let lease = self.leases.get_mut(*member);
-                let seq = lease.command.map_or(1, |c| c.seq.wrapping_add(1));
                 lease.command = Some(Sent {
                     cmd: *command,
                     inc: *view.incs.get(*member),
-                    seq,
                 });
+                lease.unacked = true;
+                lease.picked = false;
+                *view.leases.get_mut(*member) = lease.clone();
                 match view.obs.members.get_mut(*member) {
                     MemberView::Up { pending, .. } => *pending = Some(*command),
                     MemberView::Down { in_doubt, .. } => *in_doubt = Some(*command),
                 }
+                true
             }
         }
     }
