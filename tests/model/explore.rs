@@ -10,7 +10,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use super::{Action, DecideFn, World, ALL_ACTIONS};
+use super::{all_actions, Action, DecideFn, World};
 
 /// What the exploration found.
 pub struct Report {
@@ -51,7 +51,7 @@ pub fn explore(
         {
             eprintln!("  {} states, queue {}", parents.len(), queue.len());
         }
-        for action in ALL_ACTIONS {
+        for action in all_actions() {
             let Some(next) = world.step(action, decide) else {
                 continue;
             };

@@ -141,11 +141,8 @@ impl Action {
     }
 }
 
-pub const ALL_ACTIONS: [Action; 17] = [
-    Action::Crash(Member::A),
-    Action::Crash(Member::B),
-    Action::AppCrash(Member::A),
-    Action::AppCrash(Member::B),
+/// The system making progress, in the fixed fair order `progress` uses.
+pub const PROGRESS: [Action; 8] = [
     Action::Recover(Member::A),
     Action::Recover(Member::B),
     Action::Report(Member::A),
@@ -154,12 +151,25 @@ pub const ALL_ACTIONS: [Action; 17] = [
     Action::Agent(Member::B),
     Action::CatchUp(Member::A),
     Action::CatchUp(Member::B),
+];
+
+/// Faults, humans and the operator's own steps.
+pub const OTHERS: [Action; 9] = [
+    Action::Crash(Member::A),
+    Action::Crash(Member::B),
+    Action::AppCrash(Member::A),
+    Action::AppCrash(Member::B),
     Action::ForceStart(Member::A),
     Action::ForceStart(Member::B),
     Action::Observe,
     Action::Act,
     Action::RestartOperator,
 ];
+
+/// Every action, for exhaustive exploration.
+pub fn all_actions() -> impl Iterator<Item = Action> {
+    PROGRESS.into_iter().chain(OTHERS)
+}
 
 impl Node {
     fn fresh(running: bool) -> Self {
@@ -649,19 +659,9 @@ impl World {
     /// `recover` is false) and report, agents apply, standbys catch up, and only then the operator
     /// observes afresh and acts. `None` once nothing is left to do.
     pub fn progress(&self, decide: DecideFn, recover: bool) -> Option<World> {
-        let order = [
-            Action::Recover(Member::A),
-            Action::Recover(Member::B),
-            Action::Report(Member::A),
-            Action::Report(Member::B),
-            Action::Agent(Member::A),
-            Action::Agent(Member::B),
-            Action::CatchUp(Member::A),
-            Action::CatchUp(Member::B),
-        ];
         let skip = if recover { 0 } else { 2 };
         let enabled = |a: &&Action| self.catch_up_allowed || !matches!(a, Action::CatchUp(_));
-        if let Some(next) = order[skip..]
+        if let Some(next) = PROGRESS[skip..]
             .iter()
             .filter(enabled)
             .find_map(|a| self.step(*a, decide))
