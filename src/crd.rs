@@ -345,10 +345,33 @@ pub struct HAPairStatus {
     #[serde(default)]
     pub initialized: bool,
 
-    /// The highest term ever recorded by either member (a floor for the next term).
+    /// Per member, the highest term in which it was told to process or reported processing,
+    /// stored before the operator acts: a decision may only become more conservative from it.
+    #[serde(default)]
+    pub recorded_terms: RecordedTerms,
+}
+
+/// Each member's recorded processing term.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct RecordedTerms {
     #[serde(default)]
     #[schemars(schema_with = "term_schema")]
-    pub recorded_term: Term,
+    pub a: Term,
+    #[serde(default)]
+    #[schemars(schema_with = "term_schema")]
+    pub b: Term,
+}
+
+impl From<RecordedTerms> for PerMember<Term> {
+    fn from(t: RecordedTerms) -> Self {
+        PerMember::new(t.a, t.b)
+    }
+}
+
+impl From<PerMember<Term>> for RecordedTerms {
+    fn from(t: PerMember<Term>) -> Self {
+        RecordedTerms { a: t.a, b: t.b }
+    }
 }
 
 /// Both members' status.

@@ -127,7 +127,7 @@ fn running_status(generation: i64) -> HAPairStatus {
     });
     status.observed_generation = Some(generation);
     status.initialized = true;
-    status.recorded_term = Term(1);
+    status.recorded_terms = PerMember::new(Term(1), Term(0)).into();
     status
 }
 
@@ -389,7 +389,7 @@ async fn invalid_status_is_rejected_so_every_stored_hapair_deserializes() {
             json!("fine"),
             "status.members.a.record.state",
         ),
-        ("/recordedTerm", json!(-1), "status.recordedTerm"),
+        ("/recordedTerms/b", json!(-1), "status.recordedTerms.b"),
     ];
     for (pointer, value, field) in cases {
         let status = with(valid.clone(), pointer, value);

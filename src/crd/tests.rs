@@ -415,7 +415,7 @@ fn fresh_status_serializes_without_summary_fields() {
             "conditions": [],
             "history": [],
             "initialized": false,
-            "recordedTerm": 0,
+            "recordedTerms": {"a": 0, "b": 0},
         })
     );
 }
