@@ -5,6 +5,7 @@
 //! carries the answer out.
 
 pub mod agent;
+pub mod controller;
 pub mod crd;
 pub mod mailbox;
 pub mod protocol;

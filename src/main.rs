@@ -29,6 +29,18 @@ enum Command {
     /// Run the member agent (sidecar of a member pod): apply the operator's commands, report the
     /// volume's record, renew the member's Lease, fence when it cannot.
     Agent(hapair::agent::AgentArgs),
+    /// Run the operator: reconcile every HAPair (pods, volumes, Leases, Services, roles).
+    Operator(OperatorArgs),
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// The agent sidecar's image when an HAPair's spec.agentImage is absent.
+    #[arg(long, env = "HAPAIR_AGENT_IMAGE", default_value = hapair::controller::resources::DEFAULT_AGENT_IMAGE)]
+    agent_image: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "HAPAIR_NAMESPACE")]
+    namespace: Option<String>,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -45,6 +57,7 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Record(command) => cli::record::run(command),
         Command::Agent(args) => agent(args),
+        Command::Operator(args) => operator(args),
     }
 }
 
@@ -70,5 +83,19 @@ fn agent(args: hapair::agent::AgentArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(hapair::agent::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the controller until SIGINT/SIGTERM. Leader election is not implemented yet: run one
+/// replica.
+fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!("cannot build a Kubernetes client (KUBECONFIG or in-cluster): {e}")
+        })?;
+        hapair::controller::run(client, args.namespace, args.agent_image).await;
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
