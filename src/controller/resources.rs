@@ -261,12 +261,15 @@ pub fn service(hapair: &HAPair, role: Role) -> Service {
             target_port: Some(p.target_port.clone().unwrap_or(IntOrString::Int(p.port))),
             ..KubeServicePort::default()
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // A Service without ports is valid only headless; it still publishes the selected pod.
+    let cluster_ip = ports.is_empty().then(|| "None".to_string());
     Service {
         metadata: meta(hapair, name, labels),
         spec: Some(KubeServiceSpec {
             selector: Some(selector),
             ports: Some(ports),
+            cluster_ip,
             ..KubeServiceSpec::default()
         }),
         status: None,

@@ -1,0 +1,173 @@
+//! `hapair operator` against the real local cluster: a fresh pair comes up as `(M SL)` with
+//! priorities `[2 3]` on the volumes, and when the master's pod is force-deleted the standby
+//! takes over (labelled master, priority 1) without two masters at any instant.
+//!
+//! The agent runs from `localhost/hapair:dev` (built by `deploy/local/images.sh`, which
+//! `.ci/run` runs before the tests); the operator runs locally as a child process.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hapair::crd::HAPair;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt};
+use serde_json::json;
+use support::*;
+
+const T: Duration = Duration::from_secs(180);
+
+async fn install_crd(client: &Client) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crd.yaml");
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    // Parallel tests apply the same CRD while the API server updates its status: retry 409s.
+    for attempt in 1.. {
+        let params = PatchParams::apply("hapair-test").force();
+        match api
+            .patch(HAPair::crd_name(), &params, &Patch::Apply(&crd))
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 10 => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("apply deploy/crd.yaml: {e}"),
+        }
+    }
+    let established = |c: &CustomResourceDefinition| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
+    };
+    wait_for(&api, HAPair::crd_name(), established, T).await;
+}
+
+fn pair(name: &str) -> HAPair {
+    serde_json::from_value(json!({
+        "apiVersion": "hapair.io/v1alpha1",
+        "kind": "HAPair",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "app",
+                    "image": BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", "while true; do sleep 1; done"],
+                    "readinessProbe": {
+                        "exec": {"command": ["test", "-f", "/run/hapair/role"]},
+                        "periodSeconds": 1,
+                    },
+                }],
+            }},
+            "volumeClaimTemplate": {
+                "storageClassName": STORAGE_CLASS,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+            "lease": {"durationSeconds": 6, "renewIntervalSeconds": 1, "fenceMarginSeconds": 2},
+        },
+    }))
+    .unwrap()
+}
+
+fn pair_state(p: &HAPair) -> &str {
+    p.status.as_ref().map_or("", |s| s.pair_state.as_str())
+}
+
+fn annotation<'a>(lease: &'a Lease, key: &str) -> &'a str {
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map_or("", String::as_str)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_pair_comes_up_and_the_standby_takes_over_when_the_master_pod_is_deleted() {
+    let ns = TestNamespace::new("operator").await;
+    install_crd(&ns.client).await;
+    let watchdog = Watchdog::start(ns.client.clone(), &ns.name).await;
+    let mut cmd = Command::new(hapair_bin());
+    cmd.args([
+        "operator",
+        "--namespace",
+        &ns.name,
+        "--agent-image",
+        HAPAIR_IMAGE,
+    ]);
+    let operator = LocalProcess::start("operator", cmd);
+
+    let pairs: Api<HAPair> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    let leases: Api<Lease> = ns.api();
+    pairs
+        .create(&PostParams::default(), &pair("x"))
+        .await
+        .unwrap();
+
+    wait_for(&pairs, "x", |p| pair_state(p) == "(M SL)", T).await;
+    wait_for(
+        &pods,
+        "x-a",
+        |p| pod_has_label(p, ROLE_LABEL, ROLE_MASTER),
+        T,
+    )
+    .await;
+    let a = leases.get("x-a").await.unwrap();
+    let b = leases.get("x-b").await.unwrap();
+    let priorities = [
+        annotation(&a, "hapair.io/priority"),
+        annotation(&b, "hapair.io/priority"),
+    ];
+    assert_eq!(
+        priorities,
+        ["2", "3"],
+        "priorities on the volumes after (M SL)"
+    );
+
+    let t0 = Instant::now();
+    force_delete_pod(&pods, "x-a").await;
+    wait_for(
+        &pods,
+        "x-b",
+        |p| pod_has_label(p, ROLE_LABEL, ROLE_MASTER),
+        T,
+    )
+    .await;
+    let failover = t0.elapsed();
+    eprintln!("failover: pod x-a deleted -> x-b labelled master in {failover:?}");
+
+    let b = leases.get("x-b").await.unwrap();
+    let (state, priority) = (
+        annotation(&b, "hapair.io/state"),
+        annotation(&b, "hapair.io/priority"),
+    );
+    match state {
+        "SM" => assert_eq!(priority, "1", "b in SM writes priority 1 (seed 4-4)"),
+        "M" => assert_eq!(priority, "2", "b caught the recovered a up and wrote 2"),
+        other => panic!("x-b is labelled master but reports state {other}"),
+    }
+    let p = wait_for(
+        &pairs,
+        "x",
+        |p| matches!(pair_state(p), "(X SM)" | "(SL SM)" | "(SL M)"),
+        T,
+    )
+    .await;
+    eprintln!("pair state after failover: {}", pair_state(&p));
+    watchdog.assert_clean();
+    drop(operator);
+}
