@@ -1,6 +1,7 @@
 //! `hapair operator` against the real local cluster: a fresh pair comes up as `(M SL)` with
 //! priorities `[2 3]` on the volumes, and when the master's pod is force-deleted the standby
-//! takes over (labelled master, priority 1) without two masters at any instant.
+//! takes over (labelled master, priority 1) without two masters at any instant; the recreated
+//! x-a rejoins as the standby: `(SL M)`.
 //!
 //! The agent runs from `localhost/hapair:dev` (built by `deploy/local/images.sh`, which
 //! `.ci/run` runs before the tests); the operator runs locally as a child process.
@@ -96,7 +97,7 @@ fn annotation<'a>(lease: &'a Lease, key: &str) -> &'a str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fresh_pair_comes_up_and_the_standby_takes_over_when_the_master_pod_is_deleted() {
+async fn fresh_pair_comes_up_the_standby_takes_over_when_the_master_pod_is_deleted_and_a_rejoins() {
     let ns = TestNamespace::new("operator").await;
     install_crd(&ns.client).await;
     let watchdog = Watchdog::start(ns.client.clone(), &ns.name).await;
@@ -118,56 +119,83 @@ async fn fresh_pair_comes_up_and_the_standby_takes_over_when_the_master_pod_is_d
         .await
         .unwrap();
 
-    wait_for(&pairs, "x", |p| pair_state(p) == "(M SL)", T).await;
+    // A fresh pair normally starts as (M SL) (a has the higher initial priority); if x-a's pod
+    // could not be created at first (v1.20: its ServiceAccount's token not yet there), b alone
+    // starts and the pair settles as (SL M). Either is correct; the test fails over the master.
+    let p = wait_for(
+        &pairs,
+        "x",
+        |p| matches!(pair_state(p), "(M SL)" | "(SL M)"),
+        T,
+    )
+    .await;
+    let (master, standby) = match pair_state(&p) {
+        "(M SL)" => ("a", "b"),
+        _ => ("b", "a"),
+    };
+    let (master_pod, standby_pod) = (format!("x-{master}"), format!("x-{standby}"));
     wait_for(
         &pods,
-        "x-a",
+        &master_pod,
         |p| pod_has_label(p, ROLE_LABEL, ROLE_MASTER),
         T,
     )
     .await;
-    let a = leases.get("x-a").await.unwrap();
-    let b = leases.get("x-b").await.unwrap();
+    let m = leases.get(&master_pod).await.unwrap();
+    let s = leases.get(&standby_pod).await.unwrap();
     let priorities = [
-        annotation(&a, "hapair.io/priority"),
-        annotation(&b, "hapair.io/priority"),
+        annotation(&m, "hapair.io/priority"),
+        annotation(&s, "hapair.io/priority"),
     ];
+    eprintln!("steady: {} with {master} master", pair_state(&p));
     assert_eq!(
         priorities,
         ["2", "3"],
-        "priorities on the volumes after (M SL)"
+        "priorities [master standby] on the volumes"
     );
 
     let t0 = Instant::now();
-    force_delete_pod(&pods, "x-a").await;
+    force_delete_pod(&pods, &master_pod).await;
     wait_for(
         &pods,
-        "x-b",
+        &standby_pod,
         |p| pod_has_label(p, ROLE_LABEL, ROLE_MASTER),
         T,
     )
     .await;
     let failover = t0.elapsed();
-    eprintln!("failover: pod x-a deleted -> x-b labelled master in {failover:?}");
+    eprintln!(
+        "failover: pod {master_pod} deleted -> {standby_pod} labelled master in {failover:?}"
+    );
 
-    let b = leases.get("x-b").await.unwrap();
+    let s = leases.get(&standby_pod).await.unwrap();
     let (state, priority) = (
-        annotation(&b, "hapair.io/state"),
-        annotation(&b, "hapair.io/priority"),
+        annotation(&s, "hapair.io/state"),
+        annotation(&s, "hapair.io/priority"),
     );
     match state {
-        "SM" => assert_eq!(priority, "1", "b in SM writes priority 1 (seed 4-4)"),
-        "M" => assert_eq!(priority, "2", "b caught the recovered a up and wrote 2"),
-        other => panic!("x-b is labelled master but reports state {other}"),
+        "SM" => assert_eq!(
+            priority, "1",
+            "the new master in SM writes priority 1 (seed 4-4)"
+        ),
+        "M" => assert_eq!(
+            priority, "2",
+            "the new master caught the recovered peer up: 2"
+        ),
+        other => panic!("{standby_pod} is labelled master but reports state {other}"),
     }
-    let p = wait_for(
-        &pairs,
-        "x",
-        |p| matches!(pair_state(p), "(X SM)" | "(SL SM)" | "(SL M)"),
+    // Recovery: the operator recreates the deleted pod; it rejoins as the standby (3-1-x).
+    let t1 = Instant::now();
+    let settled = if master == "a" { "(SL M)" } else { "(M SL)" };
+    wait_for(&pairs, "x", |p| pair_state(p) == settled, T).await;
+    wait_for(
+        &pods,
+        &master_pod,
+        |p| pod_has_label(p, ROLE_LABEL, "standby"),
         T,
     )
     .await;
-    eprintln!("pair state after failover: {}", pair_state(&p));
+    eprintln!("recovery: {settled} {:?} after the failover", t1.elapsed());
     watchdog.assert_clean();
     drop(operator);
 }
