@@ -7,7 +7,8 @@
 //!   HAPair to `(M SL)`; RBAC: the operator's ServiceAccount holds exactly the rights it uses and a
 //!   member's ServiceAccount can touch only its own Lease; `helm uninstall`, and then deleting the
 //!   HAPair, leave the member PVCs in place (NOTES.txt says so);
-//! - `kubectl apply -f` of deploy/'s manifests (rendered for a test namespace) does the same.
+//! - `kubectl apply -f` of deploy/'s manifests (rendered for a test namespace) does the same, and
+//!   deploy/examples/force-start.yaml on a running pair is refused and removed.
 //!
 //! helm is the pinned one deploy/local/tools.sh installs; `.ci/run` exports its path as HAPAIR_HELM.
 //! The operator image is localhost/hapair:dev (deploy/local/images.sh).
@@ -20,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hapair::crd::HAPair;
+use hapair::crd::{HAPair, ANNOTATION_FORCE_START};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::Api;
+use kube::{Api, ResourceExt};
 use support::*;
 
 const T: Duration = Duration::from_secs(180);
@@ -229,6 +230,7 @@ async fn kubectl_apply_of_the_deploy_manifests_runs_the_example_pair() {
         "kubectl apply -f deploy/ -> pair {pair}: {:.1}s",
         apply.elapsed().as_secs_f64()
     );
+    force_start_is_refused_while_the_pair_runs(&ns, &pair).await;
     delete_pair_keeps_volumes(&ns).await;
 }
 
@@ -251,6 +253,33 @@ async fn example_pair_reaches_master_and_standby(ns: &TestNamespace) -> String {
     };
     let pair = wait_for(&pairs, "example", up, T).await;
     pair.status.unwrap().pair_state
+}
+
+/// deploy/examples/force-start.yaml on a pair that runs by itself: the operator removes the
+/// request (a stale one must never fire later) and the pair stays as it was.
+async fn force_start_is_refused_while_the_pair_runs(ns: &TestNamespace, state: &str) {
+    let patch = root().join("deploy/examples/force-start.yaml");
+    let patch = patch.to_str().unwrap();
+    let args = [
+        "patch",
+        "hap",
+        "example",
+        "-n",
+        &ns.name,
+        "--type",
+        "merge",
+        "--patch-file",
+        patch,
+    ];
+    kubectl(&args, None);
+    let pairs: Api<HAPair> = ns.api();
+    let removed = |p: &HAPair| !p.annotations().contains_key(ANNOTATION_FORCE_START);
+    let pair = wait_for(&pairs, "example", removed, T).await;
+    assert_eq!(
+        pair.status.unwrap().pair_state,
+        state,
+        "a refused force-start changed the pair"
+    );
 }
 
 /// Deletes the example HAPair; once its member pods are gone, both member PVCs must remain.
