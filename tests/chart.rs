@@ -169,15 +169,17 @@ fn deploy_manifests_are_the_rendered_chart() {
     }
 }
 
+/// The operator in its own namespace, the pair in another: each Role is checked on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_runs_the_example_pair_and_uninstall_keeps_its_volumes() {
     let started = Instant::now();
+    let operator_ns = TestNamespace::new("chart-operator").await;
     let ns = TestNamespace::new("chart-helm").await;
     let values = local_values();
     let install = Instant::now();
     let args = [
         "-n",
-        &ns.name,
+        &operator_ns.name,
         "-f",
         values.to_str().unwrap(),
         "--set",
@@ -194,10 +196,17 @@ async fn helm_install_runs_the_example_pair_and_uninstall_keeps_its_volumes() {
         install.elapsed().as_secs_f64()
     );
 
-    operator_holds_exactly_the_rights_it_uses(&ns.name);
+    let operator = service_account(&operator_ns.name, RELEASE);
+    operator_holds_exactly(&operator, &ns.name, OPERATOR_RIGHTS);
+    operator_holds_exactly(&operator, &operator_ns.name, LEADER_ELECTION_RIGHTS);
+    operator_may_not_do_more(&operator, &ns.name);
     member_can_touch_only_its_own_lease(&ns.name);
 
-    run(&helm(), &["uninstall", RELEASE, "-n", &ns.name], None);
+    run(
+        &helm(),
+        &["uninstall", RELEASE, "-n", &operator_ns.name],
+        None,
+    );
     delete_pair_keeps_volumes(&ns).await;
     eprintln!(
         "chart install test wall time: {:.1}s",
@@ -362,10 +371,14 @@ const OPERATOR_RIGHTS: &[(&str, &[&str])] = &[
     ("roles.rbac.authorization.k8s.io", &["get", "create"]),
     ("rolebindings.rbac.authorization.k8s.io", &["get", "create"]),
     ("events.events.k8s.io", &["create", "patch"]),
-    // Leader election, in the release namespace (here the same).
+];
+
+/// The operator's rights in its own namespace: its leader-election Lease.
+const LEADER_ELECTION_RIGHTS: &[(&str, &[&str])] = &[
+    ("leases.coordination.k8s.io", &["create"]),
     (
         "leases.coordination.k8s.io/hapair-operator",
-        &["get", "watch", "update", "patch"],
+        &["get", "list", "watch", "update", "patch"],
     ),
 ];
 
@@ -375,19 +388,22 @@ const EVERYONE: &[&str] = &[
     "selfsubjectrulesreviews.authorization.k8s.io",
 ];
 
-fn operator_holds_exactly_the_rights_it_uses(ns: &str) {
-    let user = service_account(ns, RELEASE);
-    let listed = kubectl(&["auth", "can-i", "--list", "-n", ns, "--as", &user], None);
-    let held = resource_rights(&listed);
-    let expected: BTreeSet<(String, String)> = OPERATOR_RIGHTS
+/// `user`'s rights in `ns` (`kubectl auth can-i --list`) are exactly `rights`.
+fn operator_holds_exactly(user: &str, ns: &str, rights: &[(&str, &[&str])]) {
+    let listed = kubectl(&["auth", "can-i", "--list", "-n", ns, "--as", user], None);
+    let expected: BTreeSet<(String, String)> = rights
         .iter()
         .flat_map(|(r, verbs)| verbs.iter().map(move |v| (r.to_string(), v.to_string())))
         .collect();
     assert_eq!(
-        held, expected,
+        resource_rights(&listed),
+        expected,
         "the operator's rights in {ns} differ from what it uses:\n{listed}"
     );
-    // Spot checks through the authorizer itself, also outside the watch namespace.
+}
+
+/// Spot checks through the authorizer itself, also outside the watch namespace.
+fn operator_may_not_do_more(user: &str, ns: &str) {
     let allowed = [("create", "pods"), ("patch", "leases/example-a")];
     let denied = [
         ("delete", "pods"),
@@ -397,9 +413,9 @@ fn operator_holds_exactly_the_rights_it_uses(ns: &str) {
         ("escalate", "roles"),
         ("bind", "roles"),
     ];
-    assert_rights(&user, ns, &allowed, &denied);
+    assert_rights(user, ns, &allowed, &denied);
     assert_rights(
-        &user,
+        user,
         "default",
         &[],
         &[("list", "hapairs"), ("create", "pods")],
