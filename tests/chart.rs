@@ -120,26 +120,37 @@ fn chart_passes_helm_lint_with_every_optional_part() {
     );
 }
 
+/// values.schema.json and the templates refuse bad values with a message naming the value.
 #[test]
-fn chart_refuses_two_operators_without_leader_election() {
-    let out = helm_chart(
-        "template",
-        &[
-            "--kube-version",
-            "1.20.2",
-            "--set",
+fn chart_refuses_bad_values() {
+    let cases = [
+        ("logFormat=xml", "logFormat must be one of"),
+        (
+            "watchNamespace=Bad_NS",
+            "watchNamespace: Does not match pattern",
+        ),
+        (
+            "image.pullPolicy=Sometimes",
+            "image.pullPolicy must be one of",
+        ),
+        (
+            "replicass=2",
+            "Additional property replicass is not allowed",
+        ),
+        (
             "replicas=2,leaderElection.enabled=false",
-        ],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "rendered two operators without leader election"
-    );
-    assert!(
-        stderr.contains("needs leaderElection.enabled=true"),
-        "{stderr}"
-    );
+            "replicas > 1 needs leaderElection.enabled=true",
+        ),
+    ];
+    for (set, message) in cases {
+        let out = helm_chart("template", &["--kube-version", "1.20.2", "--set", set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "rendered with {set}");
+        assert!(
+            stderr.contains(message),
+            "{set}: expected {message:?} in:\n{stderr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
