@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod controller;
 pub mod crd;
+pub mod kv;
 pub mod mailbox;
 pub mod protocol;
 pub mod store;

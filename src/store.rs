@@ -406,7 +406,7 @@ fn create_temp(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

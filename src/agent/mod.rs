@@ -203,7 +203,8 @@ impl Agent {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM (the kubelet stopping the pod) or SIGINT; `hapair-kv` shares it.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         let _ = tokio::signal::ctrl_c().await;
