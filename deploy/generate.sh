@@ -2,14 +2,19 @@
 # Renders the plain manifests of deploy/ from the chart (charts/hapair), so they are never edited
 # by hand: tests/chart.rs fails when the committed files differ from a fresh rendering.
 #
-#   deploy/generate.sh                        rewrite deploy/rbac.yaml and deploy/operator.yaml
+#   deploy/generate.sh                        rewrite deploy/rbac.yaml and deploy/operator.yaml, and
+#                                             the CRD copies (deploy/crd.yaml, the chart's crds/)
 #   deploy/generate.sh OUT NS [HELM_ARGS...]  render into OUT for namespace NS, with extra helm
 #                                             template arguments (e.g. --set watchNamespace=NS)
 #
-# deploy/crd.yaml is not rendered here: it is `hapair crd`'s output (cargo run -- crd).
+# The CRD is not the chart's: it is `hapair crd`'s output (tests/crd.rs checks both copies).
 # helm: $HAPAIR_HELM, else the pinned one deploy/local/tools.sh installs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+if [ $# -eq 0 ]; then
+  cargo run -q --manifest-path "$ROOT/Cargo.toml" -- crd > "$ROOT/deploy/crd.yaml"
+  cp "$ROOT/deploy/crd.yaml" "$ROOT/charts/hapair/crds/hapair.io_hapairs.yaml"
+fi
 OUT="${1:-$ROOT/deploy}"; NS="${2:-hapair-system}"; shift $(( $# < 2 ? $# : 2 ))
 HELM="${HAPAIR_HELM:-$("$ROOT/deploy/local/tools.sh")}"
 # The chart's kubeVersion is the range CI tests; render for it without asking a cluster.

@@ -19,9 +19,8 @@ fn committed_crd_files_match_the_generated_crd() {
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         assert!(
             committed == generated,
-            "{copy} differs from the CRD generated from src/crd.rs: run \
-             `cargo run -- crd > deploy/crd.yaml && cp deploy/crd.yaml {}` and commit both",
-            COPIES[1]
+            "{copy} differs from the CRD generated from src/crd.rs: run deploy/generate.sh \
+             (it rewrites every copy) and commit them"
         );
     }
 }
