@@ -8,12 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use axum::http::{Method, Request, StatusCode};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use axum::http::{Method, StatusCode};
 
 use hapair::agent::role_file::RoleFile;
 use support::LocalProcess;
@@ -132,24 +127,7 @@ async fn request(
     path: &str,
     body: &str,
 ) -> Result<(StatusCode, String), String> {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let response = client.request(req).await.map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((
-        status,
-        String::from_utf8_lossy(&body.to_bytes()).into_owned(),
-    ))
+    support::http(method, &format!("http://{addr}{path}"), body).await
 }
 
 /// Polls `condition` until it holds; panics after [`WAIT`].

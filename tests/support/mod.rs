@@ -610,3 +610,30 @@ impl Drop for LocalProcess {
         self.kill();
     }
 }
+
+/// One HTTP/1 request (e.g. to `hapair-kv`): status and body as text, or why it failed.
+pub async fn http(
+    method: axum::http::Method,
+    url: &str,
+    body: &str,
+) -> Result<(axum::http::StatusCode, String), String> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((
+        status,
+        String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+    ))
+}
