@@ -7,7 +7,11 @@
 pub mod agent;
 pub mod controller;
 pub mod crd;
+pub mod health;
 pub mod kv;
 pub mod mailbox;
+pub mod metrics;
+pub mod operator;
 pub mod protocol;
 pub mod store;
+pub mod telemetry;

@@ -5,6 +5,8 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hapair::operator::OperatorArgs;
+use hapair::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -33,19 +35,13 @@ enum Command {
     Operator(OperatorArgs),
 }
 
-#[derive(clap::Args)]
-struct OperatorArgs {
-    /// The agent sidecar's image when an HAPair's spec.agentImage is absent.
-    #[arg(long, env = "HAPAIR_AGENT_IMAGE", default_value = hapair::controller::resources::DEFAULT_AGENT_IMAGE)]
-    agent_image: String,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "HAPAIR_NAMESPACE")]
-    namespace: Option<String>,
-}
-
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    init_tracing();
+    let log_format = match &cli.command {
+        Command::Operator(args) => args.log_format,
+        _ => LogFormat::default(),
+    };
+    hapair::telemetry::init(log_format);
     match cli.command {
         Command::Protocol => {
             println!("{}", hapair::protocol::SUMMARY);
@@ -59,17 +55,6 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent(args),
         Command::Operator(args) => operator(args),
     }
-}
-
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 /// Bad settings exit with status 2 and say what to fix; a failed start exits with status 1.
@@ -86,16 +71,17 @@ fn agent(args: hapair::agent::AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the controller until SIGINT/SIGTERM. Leader election is not implemented yet: run one
-/// replica.
+/// Runs until SIGINT/SIGTERM. Bad settings exit with status 2 and say what to fix; a failed
+/// start, or a lost leader-election Lease, exits with status 1.
 fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
+    let config = match hapair::operator::Config::new(args, hapair::operator::identity()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hapair operator: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow::anyhow!("cannot build a Kubernetes client (KUBECONFIG or in-cluster): {e}")
-        })?;
-        hapair::controller::run(client, args.namespace, args.agent_image).await;
-        anyhow::Ok(())
-    })?;
+    runtime.block_on(hapair::operator::run(config))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,51 +8,18 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hapair::crd::HAPair;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
+use kube::api::PostParams;
+use kube::Api;
 use serde_json::json;
 use support::*;
 
 const T: Duration = Duration::from_secs(180);
-
-async fn install_crd(client: &Client) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crd.yaml");
-    let crd: CustomResourceDefinition =
-        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    // Parallel tests apply the same CRD while the API server updates its status: retry 409s.
-    for attempt in 1.. {
-        let params = PatchParams::apply("hapair-test").force();
-        match api
-            .patch(HAPair::crd_name(), &params, &Patch::Apply(&crd))
-            .await
-        {
-            Ok(_) => break,
-            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 10 => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("apply deploy/crd.yaml: {e}"),
-        }
-    }
-    let established = |c: &CustomResourceDefinition| {
-        c.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-    };
-    wait_for(&api, HAPair::crd_name(), established, T).await;
-}
 
 fn pair(name: &str) -> HAPair {
     serde_json::from_value(json!({

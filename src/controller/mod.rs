@@ -33,6 +33,8 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::crd::{HAPair, ANNOTATION_FORCE_START, ANNOTATION_PAUSED, LABEL_PAIR};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::protocol::{decide, Decision, ForceStartVerdict, Member, PerMember, Role};
 
 use self::liveness::Liveness;
@@ -52,6 +54,17 @@ pub enum Error {
     NoNamespace,
 }
 
+impl Error {
+    /// The `error` label of the reconcile error metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Gone(..) => "gone",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -59,10 +72,18 @@ pub struct Context {
     /// The agent image when the spec names none.
     pub agent_image: String,
     pub liveness: Liveness,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
 }
 
 /// Runs the operator until the process is stopped.
-pub async fn run(client: Client, namespace: Option<String>, agent_image: String) {
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    agent_image: String,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) {
     let api = |c: &Client| -> (Api<HAPair>, Api<Pod>, Api<Lease>) {
         match &namespace {
             Some(ns) => (
@@ -88,12 +109,14 @@ pub async fn run(client: Client, namespace: Option<String>, agent_image: String)
         client,
         agent_image,
         liveness: Liveness::default(),
+        metrics,
+        health,
     });
     Controller::new(pairs, watcher::Config::default())
         .owns(pods, owned.clone())
         .owns(leases, owned)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, context)
+        .run(observed_reconcile, error_policy, context)
         .for_each(|result| async move {
             match result {
                 Ok((pair, _)) => tracing::debug!(%pair, "reconciled"),
@@ -111,6 +134,17 @@ fn error_policy(_pair: Arc<HAPair>, error: &Error, _ctx: Arc<Context>) -> Action
 
 /// Requeue interval: lease expiry is judged by time, so every pair is looked at often.
 const REQUEUE: Duration = Duration::from_secs(1);
+
+/// Every reconcile is counted, timed, and tracked for `/healthz` while it runs.
+async fn observed_reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started(&pair);
+    let _running = ctx.health.reconciling(&pair);
+    let result = reconcile(Arc::clone(&pair), Arc::clone(&ctx)).await;
+    if let Err(e) = &result {
+        ctx.metrics.reconcile_failed(&pair, e.metric_label());
+    }
+    result
+}
 
 #[instrument(skip_all, fields(pair = %pair.name_any(), namespace = pair.namespace()))]
 async fn reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -234,6 +268,7 @@ async fn write_status(
         paused,
         Time(Timestamp::now()),
     );
+    ctx.metrics.observe_status(pair, &new, entry.as_ref());
     if new != old {
         let api: Api<HAPair> =
             Api::namespaced(ctx.client.clone(), &pair.namespace().unwrap_or_default());

@@ -9,7 +9,12 @@
 //! - pod faults: [`delete_pod`], [`force_delete_pod`], [`crash_container`], [`freeze_pod`].
 //! - [`Watchdog`]: records every instant two pods of one pair both carry `hapair.io/role=master`.
 //! - [`LocalProcess`]: a local child process (e.g. `hapair operator`) that is killed on drop.
+//! - [`install_crd`], [`poll_until`], [`http_get`], [`LocalProcess::metrics_addr`]: running the
+//!   operator (module `operator`).
 #![allow(dead_code)] // each test crate uses a different part of this module
+
+mod operator;
+pub use operator::*;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{Debug, Display};
@@ -536,7 +541,9 @@ pub struct LocalProcess {
 }
 
 impl LocalProcess {
-    /// Starts `cmd` with `KUBECONFIG` set to the harness's kubeconfig.
+    /// Starts `cmd` with `KUBECONFIG` set to the harness's kubeconfig. An operator serves its
+    /// metrics on a free loopback port (parallel tests cannot share the default 0.0.0.0:8080);
+    /// [`LocalProcess::metrics_addr`] finds it.
     pub fn start(name: &str, mut cmd: Command) -> LocalProcess {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("local-processes");
         std::fs::create_dir_all(&dir).unwrap();
@@ -544,6 +551,7 @@ impl LocalProcess {
         let file = std::fs::File::create(&log).unwrap();
         let child = cmd
             .env("KUBECONFIG", kubeconfig_path())
+            .env("HAPAIR_METRICS_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
