@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use hapair::crd::HAPair;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::SignedDuration;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -198,13 +199,21 @@ async fn a_stopped_leader_releases_the_lease_and_hands_over() {
     .await;
     let mut second = candidate(&ns.name, "op-2");
     wait_ready(second.metrics_addr().await).await;
+    let leases: Api<Lease> = ns.api();
+    let held = leases.get(LEASE).await.unwrap();
+    let renewed = held.spec.unwrap().renew_time.unwrap().0;
     first.terminate(Duration::from_secs(10)).await;
     let stopped = Instant::now();
-    let leases: Api<Lease> = ns.api();
-    wait_for(&leases, LEASE, |l| holder(l) == "op-2", T).await;
+    let taken = wait_for(&leases, LEASE, |l| holder(l) == "op-2", T).await;
     println!(
         "leader handover after SIGTERM: {:.2}s",
         stopped.elapsed().as_secs_f64()
+    );
+    // Taken on release, not on expiry: before a renewal seen just before the stop ran out.
+    let acquired = taken.spec.unwrap().acquire_time.unwrap().0;
+    assert!(
+        acquired < renewed + SignedDuration::from_secs(15),
+        "op-2 acquired the Lease at {acquired}, op-1 had renewed it at {renewed}"
     );
     assert!(
         first.output().contains("released the Lease"),

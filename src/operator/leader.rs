@@ -57,19 +57,19 @@ pub async fn lead(
     health: &Health,
     work: impl Future<Output = ()>,
 ) -> Result<(), LeaderError> {
-    let manager = manager(client.clone(), election).await?;
+    let manager = new_manager(client.clone(), election).await?;
     health.set_ready();
     info!(lease = %lease_name(election), identity = %election.identity, "leader election: candidate");
-    tokio::select! {
-        () = acquire(&manager) => {}
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &election.namespace);
+    let manager = tokio::select! {
+        manager = acquire(manager, &client, election, leases.clone()) => manager,
         () = shutdown_signal() => {
             info!("leader election: stopping as a candidate");
             return Ok(());
         }
-    }
+    };
     info!(lease = %lease_name(election), identity = %election.identity, "leader election: leader, acting");
     metrics.set_leader(true);
-    let leases = Api::namespaced(client, &election.namespace);
     let outcome = tokio::select! {
         why = hold(&manager, leases, election) => Err(LeaderError::Lost(why)),
         () = work => Ok(()),
@@ -85,7 +85,7 @@ fn lease_name(election: &Election) -> String {
     format!("{}/{}", election.namespace, election.lease)
 }
 
-async fn manager(client: Client, election: &Election) -> Result<LeaseManager, LeaderError> {
+async fn new_manager(client: Client, election: &Election) -> Result<LeaseManager, LeaderError> {
     LeaseManagerBuilder::new(client, &election.lease)
         .with_namespace(&election.namespace)
         .with_identity(&election.identity)
@@ -99,18 +99,50 @@ async fn manager(client: Client, election: &Election) -> Result<LeaseManager, Le
         })
 }
 
-/// Returns once this replica holds the Lease.
-async fn acquire(manager: &LeaseManager) {
+/// Returns the manager once this replica holds the Lease. A manager trusts its cached view of
+/// the Lease until that view expires; a watch notices a release at once and a fresh manager
+/// reads it, so that a leader that stops (e.g. in a rolling update) hands over at once.
+async fn acquire(
+    mut manager: LeaseManager,
+    client: &Client,
+    election: &Election,
+    leases: Api<Lease>,
+) -> LeaseManager {
+    let mut released = pin!(watcher::watch_object(leases, &election.lease)
+        .default_backoff()
+        .filter_map(|event| async move {
+            let free = event.ok()?.is_none_or(|l| holder(&l).is_empty());
+            free.then_some(())
+        })
+        .fuse());
     loop {
-        match manager.changed().await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => {
-                warn!("leader election: {e}; retrying");
-                tokio::time::sleep(RETRY).await;
+        let was_released = tokio::select! {
+            result = manager.changed() => match result {
+                Ok(true) => return manager,
+                Ok(false) => false,
+                Err(e) => {
+                    warn!("leader election: {e}; retrying");
+                    tokio::time::sleep(RETRY).await;
+                    false
+                }
+            },
+            Some(()) = released.next() => true,
+        };
+        if was_released {
+            match new_manager(client.clone(), election).await {
+                Ok(fresh) => manager = fresh,
+                Err(e) => warn!("leader election: {e}; waiting for the Lease to expire instead"),
             }
         }
     }
+}
+
+fn holder(lease: &Lease) -> &str {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .unwrap_or("")
 }
 
 /// Keeps renewing; returns why leadership is over.
@@ -166,9 +198,7 @@ async fn watch_renewals(leases: Api<Lease>, election: &Election) -> String {
 /// How much longer `identity` may act on `lease` as of `now`; `Err` says why not at all.
 pub fn held_until(lease: &Lease, identity: &str, now: SystemTime) -> Result<Duration, String> {
     let spec = lease.spec.as_ref();
-    let holder = spec
-        .and_then(|s| s.holder_identity.as_deref())
-        .unwrap_or("");
+    let holder = holder(lease);
     if holder != identity {
         return Err(format!("the Lease is held by {holder:?}"));
     }
