@@ -6,12 +6,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use axum::http::Method;
 use hapair::crd::HAPair;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::{wait_for, LocalProcess};
 
@@ -95,16 +94,11 @@ impl LocalProcess {
     }
 }
 
-/// GET `path` over HTTP/1.1: the status code and body, or `None` when nothing answers.
+/// GET `path` from `addr`: the status code and body, or `None` when nothing answers.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    let url = format!("http://{addr}{path}");
+    let (status, body) = super::http(Method::GET, &url, "").await.ok()?;
+    Some((status.as_u16(), body))
 }
 
 /// The value of the sample `series` (exact name and labels) in an OpenMetrics text.
