@@ -23,20 +23,6 @@ use support::*;
 const T: Duration = Duration::from_secs(120);
 const LEASE: &str = "hapair-operator";
 
-fn operator(ns: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(hapair_bin());
-    cmd.args(["operator", "--namespace", ns, "--agent-image", HAPAIR_IMAGE])
-        .args(extra);
-    cmd
-}
-
-/// A replica competing for the test namespace's leader-election Lease as `identity`.
-fn candidate(ns: &str, identity: &str) -> LocalProcess {
-    let mut cmd = operator(ns, &["--leader-elect", "--leader-election-namespace", ns]);
-    cmd.env("POD_NAME", identity);
-    LocalProcess::start(identity, cmd)
-}
-
 /// A pair that is reconciled (objects created, status written) but never acted on.
 fn paused_pair(name: &str) -> HAPair {
     serde_json::from_value(json!({
@@ -63,45 +49,19 @@ fn paused_pair(name: &str) -> HAPair {
     .unwrap()
 }
 
-async fn metrics(addr: SocketAddr) -> Option<String> {
-    match http_get(addr, "/metrics").await? {
-        (200, body) => Some(body),
-        _ => None,
-    }
-}
-
-async fn leader_gauge(addr: SocketAddr) -> Option<f64> {
-    sample(&metrics(addr).await?, "hapair_leader")
-}
-
 async fn reconciles(addr: SocketAddr, ns: &str, pair: &str) -> f64 {
     let series = format!(r#"hapair_reconciles_total{{namespace="{ns}",pair="{pair}"}}"#);
-    let text = metrics(addr).await.unwrap_or_default();
+    let text = metrics_text(addr).await.unwrap_or_default();
     sample(&text, &series).unwrap_or(0.0)
-}
-
-async fn wait_ready(addr: SocketAddr) {
-    poll_until("/readyz to answer 200", T, || async move {
-        (http_get(addr, "/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
-}
-
-fn holder(lease: &Lease) -> &str {
-    lease
-        .spec
-        .as_ref()
-        .and_then(|s| s.holder_identity.as_deref())
-        .unwrap_or("")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_metrics_health_and_readiness() {
     let ns = TestNamespace::new("ops-http").await;
     install_crd(&ns.client).await;
-    let mut op = LocalProcess::start("operator", operator(&ns.name, &[]));
+    let mut op = LocalProcess::start("operator", operator_command(&ns.name, &[]));
     let addr = op.metrics_addr().await;
-    wait_ready(addr).await;
+    wait_ready(addr, T).await;
     assert_eq!(
         http_get(addr, "/healthz").await.unwrap(),
         (200, "ok\n".into())
@@ -114,7 +74,7 @@ async fn serves_metrics_health_and_readiness() {
     // Reconciled: status written, and counted.
     wait_for(&pairs, "x", |p| p.status.is_some(), T).await;
     let text = poll_until("metrics of pair x", T, || async move {
-        let text = metrics(addr).await?;
+        let text = metrics_text(addr).await?;
         text.contains(r#"hapair_member_state{"#).then_some(text)
     })
     .await;
@@ -133,14 +93,20 @@ async fn serves_metrics_health_and_readiness() {
 async fn only_the_leader_acts_and_the_other_takes_over_when_it_is_killed() {
     let ns = TestNamespace::new("ops-leader").await;
     install_crd(&ns.client).await;
-    let mut ops = [candidate(&ns.name, "op-1"), candidate(&ns.name, "op-2")];
+    let mut ops = [
+        candidate(&ns.name, "op-1", LEASE),
+        candidate(&ns.name, "op-2", LEASE),
+    ];
     let addrs = [ops[0].metrics_addr().await, ops[1].metrics_addr().await];
     for addr in addrs {
-        wait_ready(addr).await; // candidates are ready too: they serve metrics
+        wait_ready(addr, T).await; // candidates are ready too: they serve metrics
     }
     let leases: Api<Lease> = ns.api();
-    let lease = wait_for(&leases, LEASE, |l| !holder(l).is_empty(), T).await;
-    let leader = ops.iter().position(|o| o.name == holder(&lease)).unwrap();
+    let lease = wait_for(&leases, LEASE, |l| !lease_holder(l).is_empty(), T).await;
+    let leader = ops
+        .iter()
+        .position(|o| o.name == lease_holder(&lease))
+        .unwrap();
     let other = 1 - leader;
     let gauges = poll_until("one leader=1 and one leader=0", T, || async move {
         let g = [leader_gauge(addrs[0]).await?, leader_gauge(addrs[1]).await?];
@@ -165,7 +131,7 @@ async fn only_the_leader_acts_and_the_other_takes_over_when_it_is_killed() {
     ops[leader].kill();
     let killed = Instant::now();
     let (new_holder, other_name) = (ops[other].name.clone(), ops[other].name.clone());
-    wait_for(&leases, LEASE, move |l| holder(l) == new_holder, T).await;
+    wait_for(&leases, LEASE, move |l| lease_holder(l) == new_holder, T).await;
     let handover = killed.elapsed();
     let addr = addrs[other];
     poll_until("the new leader's gauge", T, || async move {
@@ -191,20 +157,20 @@ async fn only_the_leader_acts_and_the_other_takes_over_when_it_is_killed() {
 async fn a_stopped_leader_releases_the_lease_and_hands_over() {
     let ns = TestNamespace::new("ops-release").await;
     install_crd(&ns.client).await; // without it the controller cannot start, nor stop gracefully
-    let mut first = candidate(&ns.name, "op-1");
+    let mut first = candidate(&ns.name, "op-1", LEASE);
     let addr = first.metrics_addr().await;
     poll_until("op-1 to lead", T, || async move {
         (leader_gauge(addr).await? == 1.0).then_some(())
     })
     .await;
-    let mut second = candidate(&ns.name, "op-2");
-    wait_ready(second.metrics_addr().await).await;
+    let mut second = candidate(&ns.name, "op-2", LEASE);
+    wait_ready(second.metrics_addr().await, T).await;
     let leases: Api<Lease> = ns.api();
     let held = leases.get(LEASE).await.unwrap();
     let renewed = held.spec.unwrap().renew_time.unwrap().0;
     first.terminate(Duration::from_secs(10)).await;
     let stopped = Instant::now();
-    let taken = wait_for(&leases, LEASE, |l| holder(l) == "op-2", T).await;
+    let taken = wait_for(&leases, LEASE, |l| lease_holder(l) == "op-2", T).await;
     println!(
         "leader handover after SIGTERM: {:.2}s",
         stopped.elapsed().as_secs_f64()

@@ -30,6 +30,10 @@ const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(5);
 pub const STOP_BEFORE_EXPIRY: Duration = Duration::from_secs(2);
 /// Wait before asking the API server again after a failed election step.
 const RETRY: Duration = Duration::from_secs(1);
+/// After SIGTERM the controller finishes its running reconciles; one still running after this
+/// long is dropped so that the Lease is released (kube-runtime's graceful shutdown can wait for
+/// a watch that has not started yet, and the pod would then be killed without a release).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Why leader election ended the process.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +77,10 @@ pub async fn lead(
     let outcome = tokio::select! {
         why = hold(&manager, leases, election) => Err(LeaderError::Lost(why)),
         () = work => Ok(()),
+        () = async { shutdown_signal().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            warn!("the controller did not stop within {SHUTDOWN_GRACE:?} of the signal: dropped");
+            Ok(())
+        }
     };
     metrics.set_leader(false);
     if outcome.is_ok() {

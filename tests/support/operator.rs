@@ -1,18 +1,20 @@
-//! Running `hapair operator` in tests: install the CRD, find a local operator's metrics address,
-//! and read its HTTP endpoints.
+//! Running `hapair operator` in tests and benches: install the CRD, start local operators (with
+//! leader election), find their metrics address, read their HTTP endpoints.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use axum::http::Method;
 use hapair::crd::HAPair;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
 
-use super::{wait_for, LocalProcess};
+use super::{hapair_bin, wait_for, LocalProcess, HAPAIR_IMAGE};
 
 /// Server-side applies `deploy/crd.yaml` and waits until the API server serves it.
 pub async fn install_crd(client: &Client) {
@@ -105,4 +107,52 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `hapair operator` limited to namespace `ns`, with `extra` flags.
+pub fn operator_command(ns: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(hapair_bin());
+    cmd.args(["operator", "--namespace", ns, "--agent-image", HAPAIR_IMAGE])
+        .args(extra);
+    cmd
+}
+
+/// A replica in namespace `ns` competing as `identity` for the leader-election Lease `lease`
+/// (in `ns` too).
+pub fn candidate(ns: &str, identity: &str, lease: &str) -> LocalProcess {
+    let flags = ["--leader-elect", "--leader-election-namespace", ns];
+    let mut cmd = operator_command(ns, &flags);
+    cmd.args(["--leader-election-lease", lease])
+        .env("POD_NAME", identity);
+    LocalProcess::start(identity, cmd)
+}
+
+/// The Lease's holder, `""` when it is free.
+pub fn lease_holder(lease: &Lease) -> &str {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .unwrap_or("")
+}
+
+/// An operator's /metrics text, when it answers 200.
+pub async fn metrics_text(addr: SocketAddr) -> Option<String> {
+    match http_get(addr, "/metrics").await? {
+        (200, body) => Some(body),
+        _ => None,
+    }
+}
+
+/// An operator's `hapair_leader` gauge.
+pub async fn leader_gauge(addr: SocketAddr) -> Option<f64> {
+    sample(&metrics_text(addr).await?, "hapair_leader")
+}
+
+/// Waits until an operator's /readyz answers 200.
+pub async fn wait_ready(addr: SocketAddr, timeout: Duration) {
+    poll_until("/readyz to answer 200", timeout, || async move {
+        (http_get(addr, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
 }
