@@ -3,10 +3,12 @@
 //!
 //! - `helm lint`, and the rendered chart accepted by the API server (`kubectl apply --dry-run=server`);
 //! - deploy/rbac.yaml and deploy/operator.yaml are exactly the chart's rendering (deploy/generate.sh);
-//! - `helm install` (operator in the cluster, watching only its test namespace) runs the example
-//!   HAPair to `(M SL)`; RBAC: the operator's ServiceAccount holds exactly the rights it uses and a
-//!   member's ServiceAccount can touch only its own Lease; `helm uninstall`, and then deleting the
-//!   HAPair, leave the member PVCs in place (NOTES.txt says so);
+//! - `helm install --wait` (operator in the cluster, ready by /readyz, watching only its test
+//!   namespace) runs the example HAPair to `(M SL)`; RBAC: the operator's ServiceAccount holds
+//!   exactly the rights it uses and a member's ServiceAccount can touch only its own Lease; one
+//!   replica holds the leader-election Lease and says so in /metrics; `helm upgrade` to two
+//!   replicas keeps that leader and the pair, and no operator restarts (/healthz); `helm
+//!   uninstall`, and then deleting the HAPair, leave the member PVCs in place (NOTES.txt says so);
 //! - `kubectl apply -f` of deploy/'s manifests (rendered for a test namespace) does the same, and
 //!   deploy/examples/force-start.yaml on a running pair is refused and removed.
 //!
@@ -22,6 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hapair::crd::{HAPair, ANNOTATION_FORCE_START};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -195,15 +198,20 @@ async fn helm_install_runs_the_example_pair_and_uninstall_keeps_its_volumes() {
         values.to_str().unwrap(),
         "--set",
         &format!("watchNamespace={}", ns.name),
+        // The operator's Deployment must become available: its readiness probe (/readyz) passes.
+        "--wait",
+        "--timeout",
+        "120s",
     ];
     let notes = success(helm_chart("install", &args), "helm install");
     assert!(
         notes.contains("PersistentVolumeClaims") && notes.contains("no ownerReference"),
         "NOTES.txt must say that uninstall keeps the member volumes:\n{notes}"
     );
+    let ready = install.elapsed().as_secs_f64();
     let pair = example_pair_reaches_master_and_standby(&ns).await;
     eprintln!(
-        "helm install -> pair {pair}: {:.1}s",
+        "helm install --wait (operator ready): {ready:.1}s; -> pair {pair}: {:.1}s",
         install.elapsed().as_secs_f64()
     );
 
@@ -212,6 +220,24 @@ async fn helm_install_runs_the_example_pair_and_uninstall_keeps_its_volumes() {
     operator_holds_exactly(&operator, &operator_ns.name, LEADER_ELECTION_RIGHTS);
     operator_may_not_do_more(&operator, &ns.name);
     member_can_touch_only_its_own_lease(&ns.name);
+    let leader = one_leader_and_metrics(&operator_ns).await;
+
+    // A second replica: one leader acts, the other waits; the pair is not disturbed.
+    let upgrade = [
+        "-n",
+        &operator_ns.name,
+        "--reuse-values",
+        "--set",
+        "replicas=2",
+        "--wait",
+        "--timeout",
+        "120s",
+    ];
+    success(helm_chart("upgrade", &upgrade), "helm upgrade");
+    assert_eq!(one_leader_and_metrics(&operator_ns).await, leader);
+    let now = pair_state_now(&ns).await;
+    assert_eq!(now, pair, "the upgrade disturbed the pair");
+    operators_never_restarted(&operator_ns).await;
 
     run(
         &helm(),
@@ -252,6 +278,74 @@ async fn kubectl_apply_of_the_deploy_manifests_runs_the_example_pair() {
     );
     force_start_is_refused_while_the_pair_runs(&ns, &pair).await;
     delete_pair_keeps_volumes(&ns).await;
+}
+
+/// The leader-election Lease is held by one operator pod, whose /metrics says it leads and
+/// counts reconciles; every other replica says it does not lead; the metrics Service answers.
+/// Returns the leader's name. (Through the API server's proxy, to the chart's default metrics port 8080.)
+async fn one_leader_and_metrics(operator_ns: &TestNamespace) -> String {
+    let leases: Api<Lease> = operator_ns.api();
+    let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
+    let lease = wait_for(&leases, "hapair-operator", |l| holder(l).is_some(), T).await;
+    let leader = holder(&lease).unwrap();
+    let ns = &operator_ns.name;
+    let pods: Api<Pod> = operator_ns.api();
+    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    let replicas = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    assert!(
+        replicas.iter().any(|p| p.name_any() == leader),
+        "the leader {leader} is not an operator pod"
+    );
+    for pod in replicas {
+        let name = pod.name_any();
+        let path = format!("/api/v1/namespaces/{ns}/pods/{name}:8080/proxy/metrics");
+        let metrics = kubectl(&["get", "--raw", &path], None);
+        let expected: &[&str] = if name == leader {
+            &["hapair_leader 1", "hapair_reconciles_total{"]
+        } else {
+            &["hapair_leader 0"]
+        };
+        for line in expected {
+            assert!(
+                metrics.contains(line),
+                "{name}: no {line:?} in /metrics:\n{metrics}"
+            );
+        }
+    }
+    let path = format!("/api/v1/namespaces/{ns}/services/{RELEASE}-metrics:metrics/proxy/metrics");
+    let metrics = kubectl(&["get", "--raw", &path], None);
+    assert!(
+        metrics.contains("# TYPE hapair_leader gauge"),
+        "metrics Service:\n{metrics}"
+    );
+    leader
+}
+
+async fn pair_state_now(ns: &TestNamespace) -> String {
+    let pairs: Api<HAPair> = ns.api();
+    let pair = pairs.get("example").await.unwrap();
+    pair.status.map(|s| s.pair_state).unwrap_or_default()
+}
+
+/// No operator container was restarted: the liveness probe (/healthz) always passed.
+async fn operators_never_restarted(operator_ns: &TestNamespace) {
+    let pods: Api<Pod> = operator_ns.api();
+    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    for pod in pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+    {
+        assert_eq!(
+            restart_count(&pod, "operator"),
+            0,
+            "{} restarted",
+            pod.name_any()
+        );
+    }
 }
 
 /// Creates deploy/examples/hapair.yaml in the namespace and waits until the operator brought it

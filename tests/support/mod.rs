@@ -165,16 +165,9 @@ pub async fn wait_for<K>(
 where
     K: Resource + Clone + Debug + DeserializeOwned + Serialize + Send + 'static,
 {
-    let cond = move |o: Option<&K>| o.is_some_and(&predicate);
-    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
-        Ok(Ok(Some(obj))) => obj,
-        Ok(Ok(None)) => unreachable!("the condition requires the object"),
-        Ok(Err(e)) => panic!("watching {name}: {e}"),
-        Err(_) => panic!(
-            "timeout after {timeout:?} waiting for {name}; now: {}",
-            describe(api, name).await
-        ),
-    }
+    let cond = |o: Option<&K>| o.is_some_and(&predicate);
+    let found = watch_until(api, name, cond, timeout, "").await;
+    found.expect("the condition requires the object")
 }
 
 /// Waits (watch-based) until object `name` is gone from the API (or replaced by a new UID).
@@ -186,13 +179,33 @@ where
         return;
     };
     let cond = kube::runtime::wait::conditions::is_deleted::<K>(&uid);
-    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => panic!("watching {name}: {e}"),
-        Err(_) => panic!(
-            "timeout after {timeout:?} waiting for {name} to be deleted; now: {}",
-            describe(api, name).await
-        ),
+    watch_until(api, name, cond, timeout, " to be deleted").await;
+}
+
+/// Watches `name` until `cond` holds; panics after `timeout`, showing the object. Under load the
+/// API server expires a watch's resourceVersion (410 Gone: its watch cache is short); then a
+/// fresh watch lists again, as any reflector does.
+async fn watch_until<K>(
+    api: &Api<K>,
+    name: &str,
+    cond: impl kube::runtime::wait::Condition<K>,
+    timeout: Duration,
+    what: &str,
+) -> Option<K>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Serialize + Send + 'static,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let wait = await_condition(api.clone(), name, |o: Option<&K>| cond.matches_object(o));
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(found)) => return found,
+            Ok(Err(e)) => eprintln!("watching {name}: {e}; watching again"),
+            Err(_) => panic!(
+                "timeout after {timeout:?} waiting for {name}{what}; now: {}",
+                describe(api, name).await
+            ),
+        }
     }
 }
 
