@@ -44,10 +44,16 @@ pub const FENCED_REASON: &str = "hapair.io/fenced-reason";
 /// Agent → operator: why the pending command is not acknowledged (refused, or failed to persist).
 pub const ERROR: &str = "hapair.io/error";
 
+/// Agent → operator: the last command acknowledged by any pod of the member. Unlike
+/// [`ACKED_COMMAND`] it is not removed when a new pod's agent takes the Lease over before it
+/// acknowledged anything, so a member that failed keeps its last acknowledgement "in any
+/// incarnation" (the seed's 4-4 needs the failed master's `M`).
+pub const MEMBER_ACKED: &str = "hapair.io/member-acked";
+
 /// Every key the operator writes; the agent never writes these.
 pub const OPERATOR_KEYS: [&str; 3] = [COMMAND, COMMAND_SEQ, COMMAND_POD];
 /// Every key the agent writes; the operator never writes these.
-pub const AGENT_KEYS: [&str; 11] = [
+pub const AGENT_KEYS: [&str; 12] = [
     POD,
     RECORD,
     RECORD_REASON,
@@ -59,6 +65,7 @@ pub const AGENT_KEYS: [&str; 11] = [
     FENCED,
     FENCED_REASON,
     ERROR,
+    MEMBER_ACKED,
 ];
 
 /// The Lease (the member's mailbox) of `member` in pair `pair`.
@@ -155,8 +162,11 @@ impl Report {
     /// The agent's annotations for a JSON merge patch: every key in [`AGENT_KEYS`], `None` for a
     /// key to remove, so a stale value from an earlier report (or pod) never survives.
     pub fn to_patch(&self) -> BTreeMap<&'static str, Option<String>> {
-        let mut keys: BTreeMap<&'static str, Option<String>> =
-            AGENT_KEYS.iter().map(|k| (*k, None)).collect();
+        let mut keys: BTreeMap<&'static str, Option<String>> = AGENT_KEYS
+            .iter()
+            .filter(|k| **k != MEMBER_ACKED)
+            .map(|k| (*k, None))
+            .collect();
         let mut set = |key: &'static str, value: String| {
             keys.insert(key, Some(value));
         };
@@ -176,6 +186,7 @@ impl Report {
         if let Some(ack) = self.ack {
             set(ACK, ack.seq.to_string());
             set(ACKED_COMMAND, ack.command.to_string());
+            set(MEMBER_ACKED, ack.command.to_string());
         }
         if let Some(reason) = &self.fenced {
             set(FENCED, "true".to_string());
@@ -211,6 +222,12 @@ impl Report {
             error: annotations.get(ERROR).cloned(),
         }))
     }
+}
+
+/// The member's last acknowledged command, by any of its pods ([`MEMBER_ACKED`]); `None` when
+/// absent or unreadable.
+pub fn member_acked(annotations: &BTreeMap<String, String>) -> Option<Command> {
+    annotations.get(MEMBER_ACKED)?.parse().ok()
 }
 
 /// The wire word for what the volume says.
@@ -415,7 +432,11 @@ mod tests {
         let mut r = report(RecordView::Missing);
         r.ack = None;
         let patch = r.to_patch();
-        assert_eq!(patch.len(), AGENT_KEYS.len());
+        assert_eq!(patch.len(), AGENT_KEYS.len() - 1);
+        assert!(
+            !patch.contains_key(MEMBER_ACKED),
+            "a pod that acknowledged nothing keeps the member's last acknowledgement"
+        );
         for key in [
             PRIORITY,
             TERM,

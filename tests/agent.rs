@@ -557,3 +557,39 @@ async fn agent_whose_lease_is_taken_over_by_a_new_pod_fences_and_writes_nothing_
     assert_eq!(now.resource_version(), taken.resource_version());
     assert_eq!(m.standing(), valid(Priority::One, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_agent_fences_and_reports_x_before_it_exits() {
+    let mut m = Member_::new("agent-term").await;
+    let mut agent = m.start(&kubeconfig_path(), (10, 1, 3));
+    m.report(|_| true).await;
+    let seq = m.command("SM/1").await;
+    m.report(|r| acked(r) == seq).await;
+    assert_eq!(m.role(), "SM\n");
+
+    let pid = agent.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (lease, report) = m.report(|r| r.state == MemberState::X).await;
+    assert!(
+        report
+            .fenced
+            .as_deref()
+            .is_some_and(|f| f.contains("SIGTERM")),
+        "{report:?}"
+    );
+    assert_eq!(m.role(), "X\n");
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "agent exit: {status}");
+    assert_eq!(
+        lease
+            .annotations()
+            .get("hapair.io/member-acked")
+            .map(String::as_str),
+        Some("SM/1"),
+        "the member's last acknowledged command stays on the Lease"
+    );
+}

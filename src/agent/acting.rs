@@ -14,10 +14,17 @@ use super::fence::{FenceTimer, Verdict};
 use crate::mailbox::{Ack, CommandEnvelope};
 use crate::protocol::MemberState;
 
-/// Tells the application its role (the role file in production, a fake in tests).
+/// Tells the application its role (the role file in production, a fake in tests), and keeps the
+/// pod-scoped sequence floor beside it: the agent container may restart inside its pod, and a
+/// restarted agent must never apply again a command this pod already applied or fenced over
+/// (the peer may have been promoted since).
 pub trait RoleIo: Send {
     /// Replaces the role with the one for `state`, atomically.
     fn write_role(&mut self, state: MemberState) -> io::Result<()>;
+    /// The floor an earlier agent of this pod left (0 when none did).
+    fn read_floor(&self) -> io::Result<u64>;
+    /// Replaces the floor, atomically.
+    fn write_floor(&mut self, seq: u64) -> io::Result<()>;
 }
 
 /// Why a persisted command was not acted on (and so is not acknowledged).
@@ -49,15 +56,17 @@ pub struct Acting<F> {
 
 impl<F: RoleIo> Acting<F> {
     /// A member that acknowledged nothing yet. Writes role `X`: a fresh agent never lets the
-    /// application keep a role an earlier agent gave it.
+    /// application keep a role an earlier agent gave it. Commands at or below the floor an
+    /// earlier agent of this pod left are never applied again.
     pub fn start(mut role: F, timer: FenceTimer) -> io::Result<Self> {
+        let floor = role.read_floor()?;
         role.write_role(MemberState::X)?;
         Ok(Acting {
             role,
             state: MemberState::X,
             ack: None,
-            floor: 0,
-            seen: 0,
+            floor,
+            seen: floor,
             fenced: None,
             timer,
         })
@@ -102,9 +111,19 @@ impl<F: RoleIo> Acting<F> {
         };
         self.state = state;
         self.ack = Some(ack);
-        self.floor = envelope.seq;
         self.fenced = None;
+        self.raise_floor(envelope.seq);
         Ok(ack)
+    }
+
+    /// Raises the floor and keeps it for a restarted agent. Best effort: the role file beside it
+    /// was just written, so a failure here is as unlikely as it is loud.
+    fn raise_floor(&mut self, seq: u64) {
+        self.floor = self.floor.max(seq);
+        if let Err(e) = self.role.write_floor(self.floor) {
+            tracing::error!(error = %e, floor = self.floor,
+                "cannot keep the command floor: a restarted agent might apply a command again");
+        }
     }
 
     /// A renewal sent at `sent` succeeded.
@@ -117,6 +136,18 @@ impl<F: RoleIo> Acting<F> {
         self.timer.check(self.state.is_processing(), now)
     }
 
+    /// Fences now if the Lease went stale while processing; says what the timer said. On a
+    /// role-file error nothing changes (the caller retries).
+    pub fn fence_if_stale(&mut self, now: Instant) -> io::Result<Verdict> {
+        let verdict = self.check(now);
+        if let Verdict::Fence { silent_for } = verdict {
+            let reason = self.stale_reason(silent_for);
+            self.fence(reason)?;
+            tracing::error!(?silent_for, "self-fenced: role X");
+        }
+        Ok(verdict)
+    }
+
     /// Stops processing on the agent's own authority: role `X` first, then state `X`. Every
     /// command seen so far is never applied afterwards; only a newer one can make it act again.
     /// On a role-file error nothing changes (the caller retries).
@@ -125,7 +156,7 @@ impl<F: RoleIo> Acting<F> {
             self.role.write_role(MemberState::X)?;
             self.state = MemberState::X;
         }
-        self.floor = self.floor.max(self.seen);
+        self.raise_floor(self.seen);
         self.fenced = Some(reason);
         Ok(())
     }
@@ -204,6 +235,7 @@ pub(crate) mod tests {
     pub struct FakeRole {
         pub journal: Arc<StdMutex<Vec<String>>>,
         pub fail: Arc<StdMutex<bool>>,
+        pub floor: Arc<StdMutex<u64>>,
     }
 
     impl RoleIo for FakeRole {
@@ -212,6 +244,15 @@ pub(crate) mod tests {
                 return Err(io::Error::other("role dir gone"));
             }
             self.journal.lock().unwrap().push(format!("role {state}"));
+            Ok(())
+        }
+
+        fn read_floor(&self) -> io::Result<u64> {
+            Ok(*self.floor.lock().unwrap())
+        }
+
+        fn write_floor(&mut self, seq: u64) -> io::Result<()> {
+            *self.floor.lock().unwrap() = seq;
             Ok(())
         }
     }
@@ -257,6 +298,42 @@ pub(crate) mod tests {
         assert_eq!(
             *role.journal.lock().unwrap(),
             ["role X", "role SM", "role X", "role SM"]
+        );
+    }
+
+    #[test]
+    fn a_restarted_agent_never_applies_again_what_its_pod_applied_or_fenced_over() {
+        let t0 = Instant::now();
+        let (mut a, role) = acting(Duration::from_secs(7), t0);
+        assert!(a.admit(4));
+        a.act(&envelope("SM/1", 4), t0).unwrap();
+        assert!(a.admit(5));
+        a.fence("stale".into()).unwrap();
+        drop(a);
+        let restarted = Acting::start(role.clone(), FenceTimer::new(Duration::from_secs(7), t0));
+        let mut b = restarted.unwrap();
+        assert_eq!(b.state(), MemberState::X);
+        assert!(!b.admit(4), "the applied command must not act again");
+        assert!(!b.admit(5), "the command fenced over must not act");
+        assert!(b.admit(6));
+    }
+
+    #[test]
+    fn a_member_resumed_past_its_budget_fences_before_anything_else() {
+        let t0 = Instant::now();
+        let (mut a, role) = acting(Duration::from_secs(7), t0);
+        assert!(a.admit(1));
+        a.act(&envelope("SM/1", 1), t0).unwrap();
+        let in_time = a.fence_if_stale(t0 + Duration::from_secs(6)).unwrap();
+        assert!(matches!(in_time, Verdict::WaitUntil(_)));
+        assert_eq!(a.state(), MemberState::SM);
+        let late = a.fence_if_stale(t0 + Duration::from_secs(8)).unwrap();
+        assert!(matches!(late, Verdict::Fence { .. }));
+        assert_eq!(a.state(), MemberState::X);
+        assert!(a.fenced().unwrap().contains("no successful Lease renewal"));
+        assert_eq!(
+            *role.journal.lock().unwrap(),
+            ["role X", "role SM", "role X"]
         );
     }
 

@@ -109,6 +109,11 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
         renew: bool,
         reporter: &mut P,
     ) -> Result<(), P::Error> {
+        // A process that was frozen past its budget (a hung node, resumed) fences before anything
+        // else: its next report must not claim a state the operator already gave up on.
+        if let Err(e) = self.shared.lock().fence_if_stale(Instant::now()) {
+            tracing::error!(error = %e, "cannot write role X to fence; retrying");
+        }
         match command {
             Ok(command) => {
                 self.apply(command);
@@ -205,6 +210,16 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
         self.shared.notify();
         self.last_sent = Some(report);
         Ok(())
+    }
+
+    /// The pod is stopping: stop processing, and apply nothing seen so far.
+    pub fn terminating(&mut self) {
+        let reason = "the pod is terminating (SIGTERM): stopped processing".to_string();
+        tracing::info!("{reason}");
+        if let Err(e) = self.shared.lock().fence(reason) {
+            tracing::error!(error = %e, "cannot write role X while terminating");
+        }
+        self.shared.notify();
     }
 
     /// The Lease is held by another pod (this pod was replaced): stop processing, and apply

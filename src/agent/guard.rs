@@ -26,22 +26,12 @@ fn guard<F: RoleIo>(shared: &Shared<F>) {
     let mut acting = shared.lock();
     loop {
         let now = Instant::now();
-        let timeout = match acting.check(now) {
-            Verdict::Idle => None,
-            Verdict::WaitUntil(deadline) => Some(deadline.saturating_duration_since(now)),
-            Verdict::Fence { silent_for } => {
-                let was = acting.state();
-                let reason = acting.stale_reason(silent_for);
-                match acting.fence(reason) {
-                    Ok(()) => {
-                        tracing::error!(state = %was, ?silent_for, "self-fenced: role X");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot write role X to fence; retrying");
-                        Some(RETRY)
-                    }
-                }
+        let timeout = match acting.fence_if_stale(now) {
+            Ok(Verdict::Idle | Verdict::Fence { .. }) => None,
+            Ok(Verdict::WaitUntil(deadline)) => Some(deadline.saturating_duration_since(now)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write role X to fence; retrying");
+                Some(RETRY)
             }
         };
         acting = shared.wait(acting, timeout);

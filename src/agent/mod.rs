@@ -150,7 +150,10 @@ impl Agent {
                     self.observe(event);
                     false
                 }
-                () = &mut shutdown => return,
+                () = &mut shutdown => {
+                    self.terminate().await;
+                    return;
+                }
             };
             self.turn(renew).await;
         }
@@ -177,6 +180,23 @@ impl Agent {
             }
         }
         tracing::warn!("the Lease kept changing under every write; retrying on the next tick");
+    }
+
+    /// The pod is stopping (SIGTERM): stop processing, then say so on the Lease, so the operator
+    /// can promote the peer now instead of after the lease expires.
+    async fn terminate(&mut self) {
+        self.applier.terminating();
+        if !self.holding || self.lost {
+            return;
+        }
+        for _ in 0..MAX_CONFLICTS {
+            match self.applier.step(Ok(None), true, &mut self.mailbox).await {
+                Err(LeaseError::Conflict { .. }) => continue,
+                Ok(()) => tracing::info!("reported X before stopping"),
+                Err(e) => tracing::warn!(error = %e, "cannot report X before stopping"),
+            }
+            return;
+        }
     }
 
     async fn try_turn(&mut self, renew: bool) -> Result<(), LeaseError> {

@@ -27,6 +27,8 @@ pub fn role_line(state: MemberState, peer_address: Option<&str>) -> String {
 pub struct RoleFile {
     path: PathBuf,
     temp: PathBuf,
+    /// The pod-scoped command floor (see [`RoleIo`]), hidden beside the role file.
+    floor: PathBuf,
     /// Written after `SL`: where the slave receives handover data from.
     peer_address: Option<String>,
 }
@@ -39,9 +41,11 @@ impl RoleFile {
             .file_name()
             .map_or_else(|| "role".into(), |n| n.to_string_lossy().into_owned());
         let temp = path.with_file_name(format!(".{name}.tmp"));
+        let floor = path.with_file_name(format!(".{name}.floor"));
         RoleFile {
             path,
             temp,
+            floor,
             peer_address,
         }
     }
@@ -52,21 +56,45 @@ impl RoleFile {
 
     /// Replaces the file's content with `line`, atomically.
     pub fn write_line(&self, line: &str) -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&self.temp)?;
-        file.write_all(line.as_bytes())?;
-        drop(file);
-        fs::rename(&self.temp, &self.path)
+        replace(&self.temp, &self.path, line)
     }
+}
+
+/// Writes `content` to `temp`, then renames it over `path`.
+fn replace(temp: &Path, path: &Path, content: &str) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(temp)?;
+    file.write_all(content.as_bytes())?;
+    drop(file);
+    fs::rename(temp, path)
 }
 
 impl RoleIo for RoleFile {
     fn write_role(&mut self, state: MemberState) -> io::Result<()> {
         self.write_line(&role_line(state, self.peer_address.as_deref()))
+    }
+
+    /// A floor file that is there but unreadable is an error: guessing could apply a command
+    /// twice.
+    fn read_floor(&self) -> io::Result<u64> {
+        match fs::read_to_string(&self.floor) {
+            Ok(text) => text.trim().parse().map_err(|e| {
+                let path = self.floor.display();
+                io::Error::other(format!(
+                    "{path} holds {text:?}, not a sequence number ({e}); delete the pod to start over"
+                ))
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_floor(&mut self, seq: u64) -> io::Result<()> {
+        replace(&self.temp, &self.floor, &format!("{seq}\n"))
     }
 }
 
@@ -102,6 +130,19 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["role"]);
+    }
+
+    #[test]
+    fn the_floor_survives_a_new_role_file_instance_and_garbage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut role = RoleFile::new(dir.path().join("role"), None);
+        assert_eq!(role.read_floor().unwrap(), 0);
+        role.write_floor(17).unwrap();
+        let again = RoleFile::new(dir.path().join("role"), None);
+        assert_eq!(again.read_floor().unwrap(), 17);
+        fs::write(dir.path().join(".role.floor"), "seventeen").unwrap();
+        let err = again.read_floor().unwrap_err().to_string();
+        assert!(err.contains("delete the pod"), "{err}");
     }
 
     #[test]
