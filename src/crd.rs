@@ -437,6 +437,13 @@ pub struct MemberStatus {
     /// What the agent found on the volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<RecordStatus>,
+
+    /// Restarts of the pod's application containers when the member last was `X`: a restart
+    /// beyond it is an application failure (the kubelet restarts a crashed container in the
+    /// same pod, on the role file it had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub app_restarts: Option<i32>,
 }
 
 fn stopped() -> MemberState {
@@ -454,6 +461,7 @@ impl Default for MemberStatus {
             ready: false,
             last_transition_time: None,
             record: None,
+            app_restarts: None,
         }
     }
 }

@@ -98,6 +98,7 @@ fn running_status(generation: i64) -> HAPairStatus {
         ready: true,
         last_transition_time: Some(at(10)),
         record: Some(RecordStatus::from(&RecordView::Valid(standing))),
+        app_restarts: Some(0),
     };
     status.members.b = MemberStatus {
         state: MemberState::SL,

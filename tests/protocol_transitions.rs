@@ -229,6 +229,7 @@ fn priorities_1_1_with_equal_terms_need_a_force_start() {
         initialized: true,
         recorded_terms: PerMember::new(Term(4), Term(4)),
         force_start: None,
+        lingering: PerMember::default(),
     };
     assert!(matches!(
         resume(&obs),
@@ -252,6 +253,7 @@ fn lone_member_with_priority_1_waits_when_the_status_knows_a_newer_term() {
         initialized: true,
         recorded_terms: PerMember::new(Term(0), Term(5)),
         force_start: None,
+        lingering: PerMember::default(),
     };
     assert!(matches!(
         resume(&obs),
@@ -296,6 +298,7 @@ fn corrupt_record_is_never_started_automatically() {
         initialized: true,
         recorded_terms: PerMember::new(Term(0), Term(2)),
         force_start: None,
+        lingering: PerMember::default(),
     };
     let d = decide(&obs);
     assert!(matches!(d.wait, Some(Wait::NeedsForceStart(ref r)) if r.contains("priority 3")));
@@ -315,5 +318,32 @@ fn a_running_pair_settles_with_nothing_left_to_do() {
             w.pair_state(),
             decide(&w.snapshot().obs).steps
         );
+    }
+}
+
+#[test]
+fn nobody_is_promoted_while_a_failed_masters_instance_may_linger() {
+    let w = running_pair().with_crash(A);
+    let mut obs = w.snapshot().obs;
+    let free = decide(&obs);
+    assert!(
+        free.steps.iter().any(promotes),
+        "without lingering, b is promoted: {free:?}"
+    );
+    obs.lingering = PerMember::new(true, false);
+    let held = decide(&obs);
+    assert!(!held.steps.iter().any(promotes), "{held:?}");
+    assert_eq!(held.wait, Some(Wait::Lingering(A)));
+    assert_eq!(
+        held.steps[..],
+        free.steps[..held.steps.len()],
+        "a prefix of the same steps"
+    );
+}
+
+fn promotes(step: &hapair::protocol::Step) -> bool {
+    match step {
+        hapair::protocol::Step::Command { command, .. } => command.may_process(),
+        hapair::protocol::Step::Label { role, .. } => *role == Some(hapair::protocol::Role::Master),
     }
 }

@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::crd::LABEL_ROLE;
-use crate::mailbox::{CommandEnvelope, COMMAND_SEQ};
+use crate::mailbox::{CommandEnvelope, Report, COMMAND_SEQ};
 use crate::protocol::{Command, Member, PerMember, Role, Step};
 
 use super::Error;
@@ -66,16 +66,23 @@ async fn label(targets: &Targets<'_>, member: Member, role: Option<Role>) -> Res
     Ok(())
 }
 
-/// The merge patch writing `command` as the next command on the observed Lease version.
+/// The merge patch writing `command` as the next command on the observed Lease version. Its
+/// sequence number is above both the last command's and the agent's acknowledgement, so a lost
+/// or garbled `command-seq` can never make an agent skip the command as already applied.
 pub fn command_patch(lease: &Lease, command: Command, pod_uid: &str) -> serde_json::Value {
     let previous = lease
         .annotations()
         .get(COMMAND_SEQ)
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0);
+    let acked = Report::parse(lease.annotations())
+        .ok()
+        .flatten()
+        .and_then(|r| r.ack)
+        .map_or(0, |a| a.seq);
     let envelope = CommandEnvelope {
         command,
-        seq: previous + 1,
+        seq: previous.max(acked) + 1,
         pod: pod_uid.to_string(),
     };
     json!({
@@ -107,4 +114,60 @@ async fn write_command(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::Ack;
+    use crate::protocol::{MemberState, RecordView};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn lease(annotations: std::collections::BTreeMap<String, String>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                resource_version: Some("7".into()),
+                annotations: Some(annotations),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        }
+    }
+
+    fn seq_of(patch: &serde_json::Value) -> &str {
+        patch["metadata"]["annotations"][COMMAND_SEQ]
+            .as_str()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_next_seq_is_above_the_last_command_and_the_acknowledgement() {
+        let sm: Command = "SM/1".parse().unwrap();
+        let report = Report {
+            pod: "p".into(),
+            record: RecordView::Missing,
+            state: MemberState::SM,
+            ack: Some(Ack {
+                seq: 9,
+                command: sm,
+            }),
+            fenced: None,
+            error: None,
+        };
+        let mut annotations = report.to_annotations();
+        let patch = command_patch(&lease(annotations.clone()), sm, "p");
+        assert_eq!(seq_of(&patch), "10", "command-seq missing: above the ack");
+        assert_eq!(patch["metadata"]["resourceVersion"], "7");
+        annotations.insert(COMMAND_SEQ.into(), "12".into());
+        assert_eq!(seq_of(&command_patch(&lease(annotations), sm, "p")), "13");
+    }
+
+    #[test]
+    fn a_label_patch_names_the_pod_instance_and_null_removes_the_label() {
+        let patch = label_patch("uid-1", None);
+        assert_eq!(patch["metadata"]["uid"], "uid-1");
+        assert!(patch["metadata"]["labels"][LABEL_ROLE].is_null());
+        let master = label_patch("uid-1", Some(Role::Master));
+        assert_eq!(master["metadata"]["labels"][LABEL_ROLE], "master");
+    }
 }

@@ -35,7 +35,9 @@ use tracing::{info, instrument, warn};
 use crate::crd::{HAPair, ANNOTATION_FORCE_START, ANNOTATION_PAUSED, LABEL_PAIR};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::protocol::{decide, Decision, ForceStartVerdict, Member, PerMember, Role};
+use crate::protocol::{
+    decide, Decision, ForceStartRequest, ForceStartVerdict, Member, PerMember, Role,
+};
 
 use self::liveness::Liveness;
 use self::observe::MemberObjects;
@@ -169,13 +171,14 @@ async fn reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error
     );
     let duration = Duration::from_secs(pair.spec.lease.duration_seconds.into());
     let now = Instant::now();
+    let clock = |l: &Lease| {
+        let may_process = observe::holder_may_process(l);
+        ctx.liveness.observe(l, may_process, duration, now)
+    };
     let objects = |m: Member| MemberObjects {
         pod: pod.get(m).as_ref(),
         lease: lease.get(m).as_ref(),
-        lease_fresh: lease
-            .get(m)
-            .as_ref()
-            .is_some_and(|l| ctx.liveness.fresh(l, duration, now)),
+        clock: lease.get(m).as_ref().map(clock).unwrap_or_default(),
     };
     let obs = observe::observe(
         &pair,
@@ -298,7 +301,16 @@ async fn handle_force_start(
     let (event_type, reason, note) = match &decision.force_start {
         None | Some(ForceStartVerdict::Accepted(_)) => return Ok(()),
         Some(ForceStartVerdict::Refused(why)) => {
-            (EventType::Warning, "ForceStartRefused", why.clone())
+            let invalid = matches!(
+                observe::force_start(pair),
+                Some(ForceStartRequest::Invalid(_))
+            );
+            let reason = if invalid {
+                "ForceStartInvalid"
+            } else {
+                "ForceStartRefused"
+            };
+            (EventType::Warning, reason, why.clone())
         }
         Some(ForceStartVerdict::Fulfilled(m)) => (
             EventType::Normal,

@@ -13,7 +13,9 @@ use crate::crd::{
     ConditionStatus, ConditionType, HAPairStatus, HistoryEntry, MemberStatus, NewCondition,
     RecordStatus,
 };
-use crate::protocol::{Decision, Member, MemberView, Observation, PerMember, Wait};
+use crate::protocol::{Decision, Member, MemberState, MemberView, Observation, PerMember, Wait};
+
+use super::observe;
 
 /// The new status, and the history entry when the pair state changed.
 pub fn next_status(
@@ -86,16 +88,50 @@ fn member_status(
     } else {
         Some(now.clone())
     };
+    let pod_uid = pod.and_then(|p| p.uid());
     MemberStatus {
         state,
         priority: standing.map(|s| s.priority).or(previous.priority),
         term: standing.map(|s| s.term).or(previous.term),
         pod: pod.map(|p| p.name_any()),
-        pod_uid: pod.and_then(|p| p.uid()),
+        app_restarts: restart_baseline(previous, view, pod, &pod_uid),
+        pod_uid,
         ready,
         last_transition_time,
         record,
     }
+}
+
+/// The application restarts a later restart is compared with: taken anew whenever the member
+/// is `X` (a failure was handled, or nothing was started yet) or its pod is new; kept while
+/// the member is in any other state, so a crash and restart in between is seen.
+fn restart_baseline(
+    previous: &MemberStatus,
+    view: &MemberView,
+    pod: Option<&Pod>,
+    pod_uid: &Option<String>,
+) -> Option<i32> {
+    let keep = view.state() != MemberState::X && previous.pod_uid == *pod_uid;
+    match (keep, previous.app_restarts) {
+        (true, Some(baseline)) => Some(baseline),
+        _ => pod.map(|p| observe::app_restarts(Some(p))),
+    }
+}
+
+/// Members whose record cannot be trusted, with the file and the reason.
+fn unusable_records(status: &HAPairStatus) -> String {
+    let problems: Vec<String> = Member::BOTH
+        .into_iter()
+        .filter_map(|m| {
+            let record = status.members.get(m).record.as_ref()?;
+            let why = record.reason.as_ref()?;
+            Some(format!(
+                "member {m}'s record cannot be used ({why}); it is never started automatically \
+                 (force-start it only if you know its data is the latest)"
+            ))
+        })
+        .collect();
+    problems.join("; ")
 }
 
 fn set_conditions(
@@ -118,6 +154,7 @@ fn set_conditions(
         Some(Wait::NeedsForceStart(r)) => (None, Some(r.clone())),
         _ => (None, None),
     };
+    let unusable = unusable_records(status);
     let mut set = |type_, on: bool, reason: &str, message: &str| {
         let status_value = if on {
             ConditionStatus::True
@@ -147,16 +184,17 @@ fn set_conditions(
         available_reason,
         &pair_text,
     );
-    let degraded_reason = if healthy {
-        "PairHealthy"
-    } else {
-        "NoUpToDateStandby"
+    let (degraded_reason, degraded_message) = match &decision.wait {
+        Some(wait @ Wait::Lingering(_)) => ("PreviousInstanceMayProcess", wait.reason()),
+        _ if !unusable.is_empty() => ("RecordUnusable", format!("{pair_text}: {unusable}")),
+        _ if healthy => ("PairHealthy", pair_text.clone()),
+        _ => ("NoUpToDateStandby", pair_text.clone()),
     };
     set(
         ConditionType::Degraded,
         !healthy,
         degraded_reason,
-        &pair_text,
+        &degraded_message,
     );
     set(
         ConditionType::WaitingForPeer,

@@ -434,8 +434,10 @@ fn member_status_round_trips_with_kubernetes_field_names() {
             Priority::One,
             Term(4),
         )))),
+        app_restarts: Some(2),
     };
     let v = serde_json::to_value(&status).unwrap();
+    assert_eq!(v["appRestarts"], 2);
     assert_eq!(v["state"], "SM");
     assert_eq!(v["priority"], 1);
     assert_eq!(v["term"], 4);

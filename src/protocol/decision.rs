@@ -84,11 +84,26 @@ pub fn decide(obs: &Observation) -> Decision {
     let mut steps = unlabel_steps(obs);
     steps.extend(command_steps(obs, plan.wants));
     steps.extend(label_steps(obs));
+    if let Some(m) = Member::BOTH.into_iter().find(|m| *obs.lingering.get(*m)) {
+        if let Some(first) = steps.iter().position(promotes) {
+            steps.truncate(first);
+            plan.wait = Some(Wait::Lingering(m));
+        }
+    }
     Decision {
         pair_state,
         steps,
         wait: plan.wait,
         force_start: plan.force_start,
+    }
+}
+
+/// A step that lets a member process or receive clients. While some instance may linger, the
+/// decision stops before the first one: exactly what an operator crash at that point would do.
+fn promotes(step: &Step) -> bool {
+    match step {
+        Step::Command { command, .. } => command.may_process(),
+        Step::Label { role, .. } => *role == Some(Role::Master),
     }
 }
 
@@ -481,7 +496,7 @@ fn force_start(obs: &Observation, wait: Wait) -> Plan {
     };
     match &obs.force_start {
         None => Plan::default().wait(wait),
-        Some(ForceStartRequest::Invalid(name)) => refused(format!("force-start names '{name}', which is not a member: use a or b")),
+        Some(ForceStartRequest::Invalid(name)) => refused(not_a_member(name)),
         Some(ForceStartRequest::Member(m)) => match obs.member(*m) {
             MemberView::Down { .. } => refused(format!("{m} has not recovered: its pod must run and report its record before it can be force-started")),
             MemberView::Up { record: RecordView::WrongPair(r), .. } => refused(format!("{m}'s volume belongs to another pair ({r}): it is never started")),
@@ -506,9 +521,14 @@ impl Plan {
 }
 
 /// A force-start while `p` processes: done if it names `p`, refused otherwise.
+fn not_a_member(name: &str) -> String {
+    format!("force-start names '{name}', which is not a member: use a or b")
+}
+
 fn processing_verdict(obs: &Observation, p: Member) -> Option<ForceStartVerdict> {
     obs.force_start.as_ref().map(|req| match req {
         ForceStartRequest::Member(m) if *m == p => ForceStartVerdict::Fulfilled(p),
+        ForceStartRequest::Invalid(name) => ForceStartVerdict::Refused(not_a_member(name)),
         _ => ForceStartVerdict::Refused(format!(
             "the pair is running ({p} is processing): force-start only applies while the pair waits"
         )),
@@ -517,7 +537,10 @@ fn processing_verdict(obs: &Observation, p: Member) -> Option<ForceStartVerdict>
 
 /// A request the plan did not consume: the pair can proceed automatically.
 fn refuse_if_requested(obs: &Observation, plan: &Plan) -> Option<ForceStartVerdict> {
-    obs.force_start.as_ref().map(|_| {
+    obs.force_start.as_ref().map(|req| {
+        if let ForceStartRequest::Invalid(name) = req {
+            return ForceStartVerdict::Refused(not_a_member(name));
+        }
         let what = plan
             .wants
             .first()

@@ -151,6 +151,11 @@ pub struct Observation {
     /// (status cache): it may only make a decision more conservative.
     pub recorded_terms: PerMember<Term>,
     pub force_start: Option<ForceStartRequest>,
+    /// For each member, whether an instance other than the one in `members` (an earlier pod, or
+    /// a failed one whose containers may still run) may still be processing: its lease has not
+    /// expired and it has not reported that it stopped. A failed member's view is `Down`, which
+    /// promises it processes nothing; this says when that promise is not yet kept.
+    pub lingering: PerMember<bool>,
 }
 
 impl Observation {

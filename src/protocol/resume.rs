@@ -27,6 +27,9 @@ pub enum Wait {
     NeedsForceStart(String),
     /// No member has recovered yet.
     NoMemberRecovered,
+    /// An earlier or failed instance of this member may still be processing: nobody is
+    /// promoted until it reports that it stopped or its lease expires.
+    Lingering(super::member::Member),
 }
 
 impl Wait {
@@ -34,6 +37,10 @@ impl Wait {
         match self {
             Wait::WaitingForPeer(r) | Wait::NeedsForceStart(r) => r.clone(),
             Wait::NoMemberRecovered => "no member has recovered yet".to_string(),
+            Wait::Lingering(m) => format!(
+                "member {m}'s previous instance may still be processing: no member is promoted \
+                 until it reports that it stopped or its lease expires"
+            ),
         }
     }
 }

@@ -468,6 +468,7 @@ impl World {
                 initialized: self.initialized,
                 recorded_terms: self.recorded_terms,
                 force_start: self.force.map(ForceStartRequest::Member),
+                lingering: PerMember::default(),
             },
             incs: PerMember::new(self.node(Member::A).inc, self.node(Member::B).inc),
             leases: self.leases.clone(),

@@ -77,7 +77,10 @@ fn view(pod: Option<&Pod>, lease: Option<&Lease>, fresh: bool) -> MemberView {
     let objects = MemberObjects {
         pod,
         lease,
-        lease_fresh: fresh,
+        clock: LeaseClock {
+            fresh,
+            former_holder_may_process: false,
+        },
     };
     observe(&pair(), PerMember::new(objects, objects)).members.a
 }
@@ -200,7 +203,7 @@ fn roles_and_force_start_come_from_labels_and_the_annotation() {
     let objects = MemberObjects {
         pod: Some(&p),
         lease: None,
-        lease_fresh: false,
+        clock: LeaseClock::default(),
     };
     let obs = observe(&hap, PerMember::new(objects, objects));
     assert_eq!(
@@ -211,5 +214,113 @@ fn roles_and_force_start_come_from_labels_and_the_annotation() {
     assert_eq!(
         obs.force_start,
         Some(ForceStartRequest::Invalid("c".into()))
+    );
+}
+
+fn lingering_of(pod: Option<&Pod>, lease: Option<&Lease>, clock: LeaseClock) -> bool {
+    let objects = MemberObjects { pod, lease, clock };
+    observe(&pair(), PerMember::new(objects, objects))
+        .lingering
+        .a
+}
+
+const FRESH: LeaseClock = LeaseClock {
+    fresh: true,
+    former_holder_may_process: false,
+};
+
+#[test]
+fn a_failed_processor_lingers_until_it_reports_it_stopped_or_its_lease_expires() {
+    let master = lease(Some(report(UID, MemberState::M, Some((2, "M/1")))), None);
+    assert!(lingering_of(None, Some(&master), FRESH), "force-deleted");
+    let mut terminating = pod(true, true);
+    terminating.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    assert!(lingering_of(Some(&terminating), Some(&master), FRESH));
+    assert!(
+        !lingering_of(None, Some(&master), LeaseClock::default()),
+        "expired"
+    );
+    let mut fenced = report(UID, MemberState::X, Some((2, "M/1")));
+    fenced.fenced = Some("SIGTERM".into());
+    let stopped = lease(Some(fenced), Some(("SM/2", 3, UID)));
+    assert!(
+        !lingering_of(None, Some(&stopped), FRESH),
+        "reported X, fenced"
+    );
+}
+
+#[test]
+fn a_failed_standby_lingers_only_with_a_command_to_process_it_did_not_fence_over() {
+    let standby = lease(Some(report(UID, MemberState::SL, Some((2, "SL/1")))), None);
+    assert!(!lingering_of(None, Some(&standby), FRESH));
+    let told_to_process = lease(
+        Some(report(UID, MemberState::SL, Some((2, "SL/1")))),
+        Some(("SM/2", 3, UID)),
+    );
+    assert!(lingering_of(None, Some(&told_to_process), FRESH));
+}
+
+#[test]
+fn a_running_member_lingers_only_through_a_former_holder() {
+    let l = lease(Some(report(UID, MemberState::M, Some((2, "M/1")))), None);
+    assert!(!lingering_of(Some(&pod(true, true)), Some(&l), FRESH));
+    let former = LeaseClock {
+        fresh: true,
+        former_holder_may_process: true,
+    };
+    assert!(lingering_of(Some(&pod(true, true)), Some(&l), former));
+}
+
+#[test]
+fn an_application_restart_since_the_member_was_x_is_a_failure() {
+    let mut restarted = pod(true, true);
+    restarted
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .restart_count = 1;
+    let l = lease(Some(report(UID, MemberState::M, Some((2, "M/1")))), None);
+    let objects = MemberObjects {
+        pod: Some(&restarted),
+        lease: Some(&l),
+        clock: FRESH,
+    };
+    let failed = |baseline: Option<i32>, pod_uid: &str| {
+        let mut hap = pair();
+        let mut status = crate::crd::HAPairStatus::default();
+        status.members.a.pod_uid = Some(pod_uid.into());
+        status.members.a.app_restarts = baseline;
+        hap.status = Some(status);
+        let obs = observe(&hap, PerMember::new(objects, objects));
+        matches!(
+            obs.members.a,
+            MemberView::Up {
+                app_failed: true,
+                ..
+            }
+        )
+    };
+    assert!(failed(Some(0), UID), "restarted since it was X");
+    assert!(!failed(Some(1), UID), "no restart since");
+    assert!(!failed(Some(0), "another-pod"), "a baseline of another pod");
+    assert!(!failed(None, UID), "no baseline known");
+}
+
+#[test]
+fn a_failed_member_replaced_by_a_pod_that_acknowledged_nothing_keeps_its_last_acknowledgement() {
+    let mut l = lease(Some(report("new-pod", MemberState::X, None)), None);
+    l.metadata.annotations.as_mut().unwrap().insert(
+        crate::mailbox::MEMBER_ACKED.into(),
+        "M/1/0b7e1c9a-0000-4000-8000-00000000000b.3".into(),
+    );
+    let MemberView::Down { last_acked, .. } = view(None, Some(&l), true) else {
+        panic!("expected Down");
+    };
+    assert!(
+        matches!(last_acked, Some(Command::Master { .. })),
+        "{last_acked:?}"
     );
 }
