@@ -16,6 +16,7 @@
 mod operator;
 #[allow(unused_imports)] // as above: not every test crate runs the operator
 pub use operator::*;
+pub mod pair;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{Debug, Display};
