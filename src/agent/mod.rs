@@ -190,6 +190,12 @@ impl Agent {
             return;
         }
         for _ in 0..MAX_CONFLICTS {
+            // A new pod of the member may have taken the Lease over: its report stands, and
+            // writing ours would take the Lease back from it.
+            if let Some(holder) = self.mailbox.other_holder() {
+                tracing::info!(%holder, "another pod holds the Lease: not reporting");
+                return;
+            }
             match self.applier.step(Ok(None), true, &mut self.mailbox).await {
                 Err(LeaseError::Conflict { .. }) => continue,
                 Ok(()) => tracing::info!("reported X before stopping"),
