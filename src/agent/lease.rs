@@ -45,9 +45,6 @@ pub struct LeaseMailbox {
     duration_seconds: i32,
     timeout: Duration,
     current: Option<Lease>,
-    /// The holder in the last version this agent read or wrote itself. Watch events can arrive
-    /// late (an initial list taken before the take-over), so they never decide who holds it.
-    holder: Option<String>,
 }
 
 impl LeaseMailbox {
@@ -67,7 +64,6 @@ impl LeaseMailbox {
             duration_seconds: i32::try_from(duration.as_secs()).unwrap_or(i32::MAX),
             timeout,
             current: None,
-            holder: None,
         }
     }
 
@@ -87,20 +83,20 @@ impl LeaseMailbox {
         self.current = lease;
     }
 
-    /// A version of the Lease this agent read or wrote itself.
-    fn read(&mut self, lease: Option<Lease>) {
-        self.holder = lease
-            .as_ref()
-            .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
-        self.current = lease;
-    }
-
     /// The command on the Lease, if any.
     pub fn command(&self) -> Result<Option<CommandEnvelope>, MailboxError> {
         match &self.current {
             Some(lease) => CommandEnvelope::parse(lease.annotations()),
             None => Ok(None),
         }
+    }
+
+    /// Reads the Lease again: a watch event may be older than this agent's own last write (an
+    /// initial list taken before its take-over), so it never decides alone who holds the Lease.
+    pub async fn refresh(&mut self) -> Result<(), LeaseError> {
+        let lease = self.call(self.api.get_opt(&self.name)).await?;
+        self.observe(lease);
+        Ok(())
     }
 
     /// Another pod holding the Lease: this agent lost it (its pod was replaced).
@@ -128,7 +124,7 @@ impl LeaseMailbox {
         match existing {
             None => self.create(report).await,
             Some(lease) => {
-                self.read(Some(lease));
+                self.observe(Some(lease));
                 self.patch(report).await
             }
         }
@@ -140,7 +136,7 @@ impl LeaseMailbox {
         match self.call(self.api.get_opt(&self.name)).await? {
             None => self.create(report).await,
             lease => {
-                self.read(lease);
+                self.observe(lease);
                 Ok(())
             }
         }
@@ -162,7 +158,7 @@ impl LeaseMailbox {
         let params = PostParams::default();
         match self.call(self.api.create(&params, &lease)).await {
             Ok(lease) => {
-                self.read(Some(lease));
+                self.observe(Some(lease));
                 Ok(())
             }
             Err(LeaseError::Api { source, .. }) if is_status(&source, 409) => self.conflict().await,
@@ -181,12 +177,12 @@ impl LeaseMailbox {
         let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
         match self.call(self.api.patch(&self.name, &params, &patch)).await {
             Ok(lease) => {
-                self.read(Some(lease));
+                self.observe(Some(lease));
                 Ok(())
             }
             Err(LeaseError::Api { source, .. }) if is_status(&source, 409) => self.conflict().await,
             Err(LeaseError::Api { source, .. }) if is_status(&source, 404) => {
-                self.read(None);
+                self.observe(None);
                 Err(LeaseError::Gone {
                     lease: self.name.clone(),
                 })
@@ -221,7 +217,7 @@ impl LeaseMailbox {
     /// After a 409: re-reads the Lease so the caller re-evaluates against what is there now.
     async fn conflict(&mut self) -> Result<(), LeaseError> {
         let lease = self.call(self.api.get_opt(&self.name)).await?;
-        self.read(lease);
+        self.observe(lease);
         Err(LeaseError::Conflict {
             lease: self.name.clone(),
         })

@@ -218,6 +218,9 @@ impl Agent {
                 .reload_or_create(&self.applier.report())
                 .await?;
         }
+        if self.mailbox.other_holder().is_some() {
+            self.mailbox.refresh().await?;
+        }
         if let Some(holder) = self.mailbox.other_holder() {
             self.applier.lost(&holder);
             self.lost = true;
