@@ -17,7 +17,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::SignedDuration;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use support::*;
 
 const T: Duration = Duration::from_secs(120);
@@ -25,28 +24,9 @@ const LEASE: &str = "hapair-operator";
 
 /// A pair that is reconciled (objects created, status written) but never acted on.
 fn paused_pair(name: &str) -> HAPair {
-    serde_json::from_value(json!({
-        "apiVersion": "hapair.io/v1alpha1",
-        "kind": "HAPair",
-        "metadata": {"name": name},
-        "spec": {
-            "paused": true,
-            "template": {"spec": {
-                "terminationGracePeriodSeconds": 1,
-                "containers": [{
-                    "name": "app",
-                    "image": BUSYBOX_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", "while true; do sleep 1; done"],
-                }],
-            }},
-            "volumeClaimTemplate": {
-                "storageClassName": STORAGE_CLASS,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    }))
-    .unwrap()
+    let mut pair = support::pair::busybox_pair(name);
+    pair.spec.paused = true;
+    pair
 }
 
 async fn reconciles(addr: SocketAddr, ns: &str, pair: &str) -> f64 {

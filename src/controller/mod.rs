@@ -35,9 +35,7 @@ use tracing::{info, instrument, warn};
 use crate::crd::{HAPair, ANNOTATION_FORCE_START, ANNOTATION_PAUSED, LABEL_PAIR};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::protocol::{
-    decide, Decision, ForceStartRequest, ForceStartVerdict, Member, PerMember, Role,
-};
+use crate::protocol::{decide, Decision, ForceStartVerdict, Member, PerMember, Role};
 
 use self::liveness::Liveness;
 use self::observe::MemberObjects;
@@ -301,16 +299,10 @@ async fn handle_force_start(
     let (event_type, reason, note) = match &decision.force_start {
         None | Some(ForceStartVerdict::Accepted(_)) => return Ok(()),
         Some(ForceStartVerdict::Refused(why)) => {
-            let invalid = matches!(
-                observe::force_start(pair),
-                Some(ForceStartRequest::Invalid(_))
-            );
-            let reason = if invalid {
-                "ForceStartInvalid"
-            } else {
-                "ForceStartRefused"
-            };
-            (EventType::Warning, reason, why.clone())
+            (EventType::Warning, "ForceStartRefused", why.clone())
+        }
+        Some(ForceStartVerdict::Invalid(why)) => {
+            (EventType::Warning, "ForceStartInvalid", why.clone())
         }
         Some(ForceStartVerdict::Fulfilled(m)) => (
             EventType::Normal,

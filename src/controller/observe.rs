@@ -129,8 +129,8 @@ pub fn app_restarts(pod: Option<&Pod>) -> i32 {
 
 /// The restarts the status recorded for this very pod when the member was last `X`.
 fn restart_baseline(pod: Option<&Pod>, last: &MemberStatus) -> Option<i32> {
-    let same_pod = pod.and_then(|p| p.uid()).is_some() && pod.and_then(|p| p.uid()) == last.pod_uid;
-    same_pod.then_some(last.app_restarts).flatten()
+    let uid = pod.and_then(|p| p.uid())?;
+    (last.pod_uid.as_ref() == Some(&uid)).then_some(last.app_restarts)?
 }
 
 /// The pod runs, with its agent, and the fresh Lease holds a report of this very pod.

@@ -32,6 +32,8 @@ pub enum ForceStartVerdict {
     Fulfilled(Member),
     /// Not honoured; remove the request and tell the user why.
     Refused(String),
+    /// The request names no member; remove it and tell the user.
+    Invalid(String),
 }
 
 /// The outcome of one decision.
@@ -78,7 +80,11 @@ impl Plan {
 pub fn decide(obs: &Observation) -> Decision {
     let pair_state = PerMember::new(obs.member(Member::A).state(), obs.member(Member::B).state());
     let mut plan = plan(obs);
-    if plan.force_start.is_none() {
+    if let Some(ForceStartRequest::Invalid(name)) = &obs.force_start {
+        plan.force_start = Some(ForceStartVerdict::Invalid(format!(
+            "force-start names '{name}', which is not a member: use a or b"
+        )));
+    } else if plan.force_start.is_none() {
         plan.force_start = refuse_if_requested(obs, &plan);
     }
     let mut steps = unlabel_steps(obs);
@@ -496,7 +502,7 @@ fn force_start(obs: &Observation, wait: Wait) -> Plan {
     };
     match &obs.force_start {
         None => Plan::default().wait(wait),
-        Some(ForceStartRequest::Invalid(name)) => refused(not_a_member(name)),
+        Some(ForceStartRequest::Invalid(_)) => Plan::default().wait(wait), // decide() says why
         Some(ForceStartRequest::Member(m)) => match obs.member(*m) {
             MemberView::Down { .. } => refused(format!("{m} has not recovered: its pod must run and report its record before it can be force-started")),
             MemberView::Up { record: RecordView::WrongPair(r), .. } => refused(format!("{m}'s volume belongs to another pair ({r}): it is never started")),
@@ -521,14 +527,9 @@ impl Plan {
 }
 
 /// A force-start while `p` processes: done if it names `p`, refused otherwise.
-fn not_a_member(name: &str) -> String {
-    format!("force-start names '{name}', which is not a member: use a or b")
-}
-
 fn processing_verdict(obs: &Observation, p: Member) -> Option<ForceStartVerdict> {
     obs.force_start.as_ref().map(|req| match req {
         ForceStartRequest::Member(m) if *m == p => ForceStartVerdict::Fulfilled(p),
-        ForceStartRequest::Invalid(name) => ForceStartVerdict::Refused(not_a_member(name)),
         _ => ForceStartVerdict::Refused(format!(
             "the pair is running ({p} is processing): force-start only applies while the pair waits"
         )),
@@ -537,10 +538,7 @@ fn processing_verdict(obs: &Observation, p: Member) -> Option<ForceStartVerdict>
 
 /// A request the plan did not consume: the pair can proceed automatically.
 fn refuse_if_requested(obs: &Observation, plan: &Plan) -> Option<ForceStartVerdict> {
-    obs.force_start.as_ref().map(|req| {
-        if let ForceStartRequest::Invalid(name) = req {
-            return ForceStartVerdict::Refused(not_a_member(name));
-        }
+    obs.force_start.as_ref().map(|_| {
         let what = plan
             .wants
             .first()

@@ -515,9 +515,11 @@ impl World {
     /// The shell removes a fulfilled or refused force-start annotation.
     fn settle_force_start(&mut self, decision: &Decision) -> bool {
         match decision.force_start {
-            Some(ForceStartVerdict::Fulfilled(_)) | Some(ForceStartVerdict::Refused(_)) => {
-                self.force.take().is_some()
-            }
+            Some(
+                ForceStartVerdict::Fulfilled(_)
+                | ForceStartVerdict::Refused(_)
+                | ForceStartVerdict::Invalid(_),
+            ) => self.force.take().is_some(),
             _ => false,
         }
     }
