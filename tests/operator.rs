@@ -1,7 +1,8 @@
 //! `hapair operator` against the real local cluster, the seed's first transitions: a fresh pair
 //! comes up `(SM SL)` → `(M SL)` with priorities `[2 3]` on the volumes; when the master's pod is
 //! force-deleted the standby takes over (seed 4-4: labelled master, priority 1) without two
-//! masters at any instant; the recreated member rejoins as the standby (3-1-x).
+//! masters at any instant; the recreated member rejoins as the standby (3-1-x). The history
+//! names each transition by its seed id.
 //!
 //! The agent runs from `localhost/hapair:dev` (built by `deploy/local/images.sh`, which
 //! `.ci/run` runs before the tests); the operator runs locally as a child process.
@@ -53,7 +54,19 @@ async fn fresh_pair_comes_up_the_standby_takes_over_when_the_master_pod_is_delet
     }
 
     let t1 = Instant::now();
-    t.wait_state(&[master_slave(standby)]).await;
+    let rejoined = t.wait_state(&[master_slave(standby)]).await;
+    let ids: Vec<String> = rejoined
+        .status
+        .unwrap_or_default()
+        .history
+        .into_iter()
+        .filter_map(|h| h.transition)
+        .collect();
+    let takeover = ids.iter().position(|id| id == "4-4");
+    assert!(
+        takeover.is_some_and(|i| ids[i..].iter().any(|id| id == "3-1-2")),
+        "history names the takeover 4-4, then the rejoin 3-1-2: {ids:?}"
+    );
     t.wait_role(master, "standby").await;
     eprintln!(
         "recovery: {} {:?} after the failover",

@@ -6,7 +6,7 @@ mod model;
 
 use hapair::protocol::{
     decide, resume, ForceStartVerdict, Member, MemberState, MemberView, Observation, PerMember,
-    Priority, RecordView, Resume, Standing, Term, Wait,
+    Priority, RecordView, Resume, Standing, Term, Transition, Wait,
 };
 use model::{instance, World};
 use MemberState::{M, SL, SM, X};
@@ -42,6 +42,27 @@ fn single_master_slave() -> World {
     assert_eq!(w.pair_state(), (SM, SL));
     assert_eq!(w.priorities(), (Some(1), Some(3)));
     w
+}
+
+/// The seed ids the operator records while `w` settles, observing after every step as the
+/// controller does: each change of the observed pair state (starting from `before`'s), named by
+/// `Transition::of_change` with the decision on the new state and the previous id.
+fn ids_while_settling(before: &World, w: &World, recover: bool) -> (Vec<&'static str>, World) {
+    let mut from = decide(&before.snapshot().obs).pair_state;
+    let (mut seen, mut previous, mut w) = (Vec::new(), None, w.clone());
+    for _ in 0..500 {
+        let d = decide(&w.snapshot().obs);
+        if d.pair_state != from {
+            previous = Transition::of_change(from, &d, previous);
+            seen.push(previous.map_or("-", Transition::id));
+            from = d.pair_state;
+        }
+        match w.progress(decide, recover) {
+            Some(next) => w = next,
+            None => break,
+        }
+    }
+    (seen, w)
 }
 
 fn wait_of(w: &World) -> Option<Wait> {
@@ -346,4 +367,72 @@ fn promotes(step: &hapair::protocol::Step) -> bool {
         hapair::protocol::Step::Command { command, .. } => command.may_process(),
         hapair::protocol::Step::Label { role, .. } => *role == Some(hapair::protocol::Role::Master),
     }
+}
+
+#[test]
+fn seed_ids_of_a_running_pair_failing_and_recovering_match_the_seed_table() {
+    let pair = running_pair();
+    let (ids, taken_over) = ids_while_settling(&pair, &pair.with_crash(A), false);
+    assert_eq!(ids, ["4-4", "4-4"], "master fails: (X SL), then (X SM)");
+    let (ids, _) = ids_while_settling(&taken_over, &taken_over, true);
+    assert_eq!(ids, ["3-1-1", "3-1-2"], "a recovers: (SL SM), then (SL M)");
+
+    let (ids, single) = ids_while_settling(&pair, &pair.with_crash(B), false);
+    assert_eq!(ids, ["4-2", "4-2"], "slave fails: (M X), then (SM X)");
+    let (ids, _) = ids_while_settling(&single, &single, true);
+    assert_eq!(ids, ["3-1-1", "3-1-2"], "b recovers: (SM SL), then (M SL)");
+
+    let crashed = pair.with_crash(A).with_crash(B);
+    let (ids, _) = ids_while_settling(&pair, &crashed, true);
+    assert_eq!(
+        ids,
+        ["5-5", "1-2-1", "1-2-1", "1-2-2"],
+        "both fail, a higher"
+    );
+}
+
+#[test]
+fn seed_ids_of_a_fresh_pair_and_of_b_resuming_match_the_seed_table() {
+    let fresh = World::fresh(0, 0);
+    let (ids, _) = ids_while_settling(&fresh, &fresh, true);
+    assert_eq!(ids, ["1-2-1", "1-2-1", "1-2-2"], "a=2 beats b=3");
+
+    let b_master = running_pair()
+        .with_crash(A)
+        .settle_without_recovery(decide)
+        .settle(decide);
+    assert_eq!(b_master.pair_state(), (SL, M));
+    let crashed = b_master.with_crash(A).with_crash(B);
+    let (ids, _) = ids_while_settling(&b_master, &crashed, true);
+    assert_eq!(
+        ids,
+        ["5-5", "1-1-1", "1-1-1", "1-1-2"],
+        "both fail, b higher"
+    );
+}
+
+#[test]
+fn seed_ids_of_a_single_master_pair_failing_match_the_seed_table() {
+    let sm_sl = single_master_slave();
+    let (ids, _) = ids_while_settling(&sm_sl, &sm_sl.with_crash(A), false);
+    assert_eq!(
+        ids,
+        ["5-6", "5-6"],
+        "single master fails: (X SL), b stopped"
+    );
+    let (ids, alone) = ids_while_settling(&sm_sl, &sm_sl.with_crash(B), false);
+    assert_eq!(ids, ["5-7"]);
+    let (ids, down) = ids_while_settling(&alone, &alone.with_crash(A), false);
+    assert_eq!(ids, ["5-8"]);
+    let (ids, _) = ids_while_settling(&down, &down.with_recovery(A), false);
+    assert_eq!(ids, ["2-2"], "a alone with priority 1");
+}
+
+#[test]
+fn seed_id_of_a_force_start_is_force_start() {
+    let down = running_pair().with_crash(A).with_crash(B);
+    let waiting = down.with_recovery(B).settle_without_recovery(decide);
+    let (ids, w) = ids_while_settling(&waiting, &waiting.with_force_start(B), false);
+    assert_eq!(ids, ["force-start"]);
+    assert_eq!(w.pair_state(), (X, SM));
 }

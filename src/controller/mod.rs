@@ -282,7 +282,11 @@ async fn write_status(
         .await?;
     }
     if let Some(entry) = entry {
-        let note = format!("{} -> {}: {}", entry.from, entry.to, entry.reason);
+        let seed = entry
+            .transition
+            .as_ref()
+            .map_or(String::new(), |t| format!(" [{t}]"));
+        let note = format!("{} -> {}{seed}: {}", entry.from, entry.to, entry.reason);
         info!("{note}");
         publish(ctx, pair, EventType::Normal, "PairStateChanged", note).await;
     }

@@ -13,7 +13,9 @@ use crate::crd::{
     ConditionStatus, ConditionType, HAPairStatus, HistoryEntry, MemberStatus, NewCondition,
     RecordStatus,
 };
-use crate::protocol::{Decision, Member, MemberState, MemberView, Observation, PerMember, Wait};
+use crate::protocol::{
+    Decision, Member, MemberState, MemberView, Observation, PerMember, Transition, Wait,
+};
 
 use super::observe;
 
@@ -45,13 +47,23 @@ pub fn next_status(
         time: now,
         from: old.pair_state(),
         to: decision.pair_state,
-        transition: None,
+        transition: transition(old, decision).map(|t| t.id().to_string()),
         reason: why(decision),
     });
     if let Some(entry) = &entry {
         status.push_history(entry.clone());
     }
     (status, entry)
+}
+
+/// The seed transition of the change to `decision.pair_state`, named with the previous entry's.
+fn transition(old: &HAPairStatus, decision: &Decision) -> Option<Transition> {
+    let previous = old
+        .history
+        .last()
+        .and_then(|e| e.transition.as_deref())
+        .and_then(|id| id.parse().ok());
+    Transition::of_change(old.pair_state(), decision, previous)
 }
 
 fn why(decision: &Decision) -> String {

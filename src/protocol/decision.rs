@@ -8,6 +8,7 @@ use super::member::{Member, PerMember};
 use super::observation::{ForceStartRequest, Instance, MemberView, Observation, RecordView};
 use super::resume::{resume, Resume, Wait};
 use super::state::{MemberState, PairState, Role};
+use super::transition::Transition;
 
 /// One thing the operator must do. Steps are carried out in order; on any failure the operator
 /// stops and decides again from a fresh observation.
@@ -44,6 +45,11 @@ pub struct Decision {
     /// Why the pair is not progressing, if it is not.
     pub wait: Option<Wait>,
     pub force_start: Option<ForceStartVerdict>,
+    /// The seed transition the wanted commands carry out, as far as this observation shows
+    /// ([`Transition::of_change`] names the change with it): the failure answered (4-2, 4-4,
+    /// 5-6), the resumption after `(X X)` (1-x-1, 2-2, force-start), or a recovered peer
+    /// admitted as `SL` or its master promoted (3-1-x, also the end of 1-x-x).
+    pub transition: Option<Transition>,
 }
 
 /// A command the protocol wants, before comparing it with what is pending.
@@ -51,6 +57,7 @@ struct Want {
     member: Member,
     command: Command,
     why: String,
+    transition: Option<Transition>,
 }
 
 /// What the pair needs next.
@@ -67,7 +74,21 @@ impl Plan {
             member,
             command,
             why: why.into(),
+            transition: None,
         });
+        self
+    }
+
+    /// A command that carries out seed transition `t`; the reason starts with its id.
+    fn want_seed(self, member: Member, command: Command, t: Transition, why: &str) -> Self {
+        self.want(member, command, format!("{t}: {why}")).tagged(t)
+    }
+
+    /// The last wanted command carries out seed transition `t`.
+    fn tagged(mut self, t: Transition) -> Self {
+        if let Some(w) = self.wants.last_mut() {
+            w.transition = Some(t);
+        }
         self
     }
 
@@ -87,6 +108,10 @@ pub fn decide(obs: &Observation) -> Decision {
     } else if plan.force_start.is_none() {
         plan.force_start = refuse_if_requested(obs, &plan);
     }
+    let transition = match plan.force_start {
+        Some(ForceStartVerdict::Accepted(_)) => Some(Transition::ForceStart),
+        _ => plan.wants.iter().find_map(|w| w.transition),
+    };
     let mut steps = unlabel_steps(obs);
     steps.extend(command_steps(obs, plan.wants));
     steps.extend(label_steps(obs));
@@ -101,6 +126,7 @@ pub fn decide(obs: &Observation) -> Decision {
         steps,
         wait: plan.wait,
         force_start: plan.force_start,
+        transition,
     }
 }
 
@@ -333,28 +359,31 @@ fn with_processor(obs: &Observation, p: Member) -> Plan {
     );
     match (obs.member(p).state(), caught_up(peer)) {
         (MemberState::M, _) if !peer_is_standby => {
-            plan = plan.want(
+            plan = plan.want_seed(
                 p,
                 Command::enter(MemberState::SM, obs.max_term().next()),
-                seed("4-2", &format!("{o} failed while {p} was master")),
+                Transition::SlaveFailed,
+                &format!("{o} failed while {p} was master"),
             );
         }
         (MemberState::SM, Some(standby)) if peer_is_standby => {
-            plan = plan.want(
-                p,
-                Command::Master { term, standby },
-                seed("1-x-2/3-1-2", &format!("{o} caught up")),
-            );
+            // 1-x-2 or 3-1-2: the history tells which (Transition::of_change).
+            plan = plan
+                .want(
+                    p,
+                    Command::Master { term, standby },
+                    format!("1-x-2/3-1-2: {o} caught up"),
+                )
+                .tagged(Transition::PeerCaughtUp);
         }
         (MemberState::SM, _) if admissible(peer) => {
-            plan = plan.want(
-                o,
-                Command::enter(MemberState::SL, term),
-                seed(
-                    "1-x-1/3-1-1",
-                    &format!("{o} recovered: it receives {p}'s handover data"),
-                ),
-            );
+            plan = plan
+                .want(
+                    o,
+                    Command::enter(MemberState::SL, term),
+                    format!("1-x-1/3-1-1: {o} recovered: it receives {p}'s handover data"),
+                )
+                .tagged(Transition::PeerRecovered);
         }
         _ => {}
     }
@@ -397,10 +426,11 @@ fn without_processor(obs: &Observation) -> Plan {
         return plan;
     }
     match resume(obs) {
-        Resume::Start { member, why } => Plan::default().want(
+        Resume::Start { member, why } => Plan::default().want_seed(
             member,
             Command::enter(MemberState::SM, obs.max_term().next()),
-            seed("1-x-1/2-2", &why),
+            resumption(obs, member),
+            &why,
         ),
         Resume::Wait(wait) => force_start(obs, wait),
     }
@@ -427,24 +457,18 @@ fn standby_without_master(obs: &Observation) -> Option<Plan> {
     let was_synchronous = failed_as_master(obs.member(p), obs.member(o));
     let plan = Plan::default();
     Some(if was_synchronous {
-        plan.want(
+        plan.want_seed(
             o,
             Command::enter(MemberState::SM, obs.max_term().next()),
-            seed(
-                "4-4",
-                &format!("{p} stopped while master; {o} holds all its data"),
-            ),
+            Transition::MasterFailed,
+            &format!("{p} stopped while master; {o} holds all its data"),
         )
     } else {
-        plan.want(
+        plan.want_seed(
             o,
             Command::enter(MemberState::X, obs.max_term()),
-            seed(
-                "5-6",
-                &format!(
-                    "{p} stopped as single master; {o} had not caught up and cannot take over"
-                ),
-            ),
+            Transition::SingleMasterFailed,
+            &format!("{p} stopped as single master; {o} had not caught up and cannot take over"),
         )
     })
 }
@@ -549,6 +573,11 @@ fn refuse_if_requested(obs: &Observation, plan: &Plan) -> Option<ForceStartVerdi
     })
 }
 
-fn seed(id: &str, why: &str) -> String {
-    format!("{id}: {why}")
+/// Figure 4 (both recovered: 1-2-1 or 1-1-1) or figure 5 (one alone with priority 1: 2-2).
+fn resumption(obs: &Observation, member: Member) -> Transition {
+    if obs.member(member.peer()).is_up() {
+        Transition::BothRecovered { higher: member }
+    } else {
+        Transition::AloneWithPriorityOne
+    }
 }

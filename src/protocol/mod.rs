@@ -13,6 +13,7 @@ mod observation;
 mod priority;
 mod resume;
 mod state;
+mod transition;
 
 pub use command::Command;
 pub use decision::{decide, Decision, ForceStartVerdict, Step};
@@ -21,6 +22,7 @@ pub use observation::{ForceStartRequest, Instance, MemberView, Observation, Reco
 pub use priority::{Priority, Standing, Term};
 pub use resume::{rank, resume, Resume, Wait};
 pub use state::{MemberState, PairState, Role};
+pub use transition::Transition;
 
 /// Malformed protocol values coming from outside (annotations, files, the command line).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +37,8 @@ pub enum ProtocolError {
     InvalidRole(String),
     #[error("'{0}' is not a member instance: expected <pod UID>.<ack sequence number>")]
     InvalidInstance(String),
+    #[error("'{0}' is not a seed transition id: expected e.g. 4-4, 1-2-1 or force-start")]
+    InvalidTransition(String),
     #[error("'{0}' is not a command: expected <STATE>/<term> (e.g. SM/4), M/<term>/<standby instance> or INIT/0")]
     InvalidCommand(String),
 }
