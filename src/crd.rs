@@ -130,6 +130,14 @@ pub struct HAPairSpec {
     /// When true the operator reports but changes nothing (as the hapair.io/paused annotation).
     #[serde(default)]
     pub paused: bool,
+
+    /// Set it when the application replies to each role line by writing it to
+    /// `<role file>.applied`, and replies `M` only once its standby holds every write it
+    /// acknowledged (hapair-kv does). The agent then acknowledges `M` only after that reply, so a
+    /// failover right after `SM` → `M` loses no write acknowledged in `SM`. An application that
+    /// never replies stays `SM` for good with it set.
+    #[serde(default)]
+    pub role_handshake: bool,
 }
 
 fn default_data_mount_path() -> String {

@@ -219,6 +219,14 @@ async fn single_master_acknowledges_standby_refuses_then_catches_up() {
     assert!(body.contains("member b is SL, not a master"), "{body}");
 
     b.wait_ready().await;
+    let (status, list) = request(Method::GET, &a.addr(), "/kv", "").await.unwrap();
+    let mut expected: Vec<String> = acked.iter().map(|k| format!("{k}\n")).collect();
+    expected.sort();
+    assert_eq!(
+        (status, list),
+        (StatusCode::OK, expected.concat()),
+        "the key list"
+    );
     let level = a.get("k19").await;
     assert_eq!(level.0, StatusCode::OK);
     eventually("b holds every key", || async {

@@ -25,6 +25,11 @@ pub trait RoleIo: Send {
     fn read_floor(&self) -> io::Result<u64>;
     /// Replaces the floor, atomically.
     fn write_floor(&mut self, seq: u64) -> io::Result<()>;
+    /// The application's reply to the role file (role handshake): the last line it acted on,
+    /// `None` when it has not replied.
+    fn applied(&self) -> io::Result<Option<String>>;
+    /// Removes the reply, so the next one answers a line written after this call.
+    fn clear_applied(&mut self) -> io::Result<()>;
 }
 
 /// Why a persisted command was not acted on (and so is not acknowledged).
@@ -52,6 +57,10 @@ pub struct Acting<F> {
     seen: u64,
     fenced: Option<String>,
     timer: FenceTimer,
+    /// Acknowledge `M` only once the application replied `M` (see [`Acting::with_role_handshake`]).
+    handshake: bool,
+    /// `M` is on the role file, its acknowledgement held until the application replies.
+    awaiting: Option<Ack>,
 }
 
 impl<F: RoleIo> Acting<F> {
@@ -69,7 +78,19 @@ impl<F: RoleIo> Acting<F> {
             seen: floor,
             fenced: None,
             timer,
+            handshake: false,
+            awaiting: None,
         })
+    }
+
+    /// The application replies to each role line in `<role file>.applied`, and replies `M` only
+    /// once its standby holds every write it acknowledged (hapair-kv does). The agent then
+    /// acknowledges `M` only after that reply: the operator takes an acknowledged `M` to mean
+    /// the standby can take over without losing an acknowledged write (the seed's 4-4), which
+    /// the role file alone cannot promise while writes acknowledged in `SM` are still in flight.
+    pub fn with_role_handshake(mut self, handshake: bool) -> Self {
+        self.handshake = handshake;
+        self
     }
 
     pub fn state(&self) -> MemberState {
@@ -90,10 +111,21 @@ impl<F: RoleIo> Acting<F> {
         seq > self.floor
     }
 
+    /// The command whose acknowledgement waits for the application's reply, if any.
+    pub fn awaiting(&self) -> Option<Ack> {
+        self.awaiting
+    }
+
     /// Acts on a command whose record is already persisted: writes the role file, then takes the
-    /// command's state and acknowledges it. A processing state is refused (and the member fenced)
-    /// when the Lease is already stale: it would be fenced the next instant anyway.
-    pub fn act(&mut self, envelope: &CommandEnvelope, now: Instant) -> Result<Ack, ActError> {
+    /// command's state and acknowledges it, or with the role handshake, for `M`, returns
+    /// `Ok(None)` and leaves the acknowledgement to [`Acting::take_reply`]. A processing state
+    /// is refused (and the member fenced) when the Lease is already stale: it would be fenced
+    /// the next instant anyway.
+    pub fn act(
+        &mut self,
+        envelope: &CommandEnvelope,
+        now: Instant,
+    ) -> Result<Option<Ack>, ActError> {
         if envelope.seq <= self.floor {
             let (seq, floor) = (envelope.seq, self.floor);
             return Err(ActError::Superseded { seq, floor });
@@ -104,16 +136,45 @@ impl<F: RoleIo> Acting<F> {
             self.fence(reason.clone()).map_err(ActError::Role)?;
             return Err(ActError::LeaseStale { state, reason });
         }
+        let await_reply = self.handshake && state == MemberState::M;
+        if await_reply {
+            self.role.clear_applied().map_err(ActError::Role)?;
+        }
         self.role.write_role(state).map_err(ActError::Role)?;
         let ack = Ack {
             seq: envelope.seq,
             command: envelope.command,
         };
-        self.state = state;
-        self.ack = Some(ack);
         self.fenced = None;
         self.raise_floor(envelope.seq);
-        Ok(ack)
+        if await_reply {
+            // Still acting (and reported) as before, `SM`: processing either way.
+            self.awaiting = Some(ack);
+            return Ok(None);
+        }
+        self.awaiting = None;
+        self.take(ack);
+        Ok(Some(ack))
+    }
+
+    fn take(&mut self, ack: Ack) {
+        self.state = ack.command.target_state();
+        self.ack = Some(ack);
+    }
+
+    /// With the role handshake: acknowledges the awaited `M` once the application replied `M`.
+    /// `Some` when it did now.
+    pub fn take_reply(&mut self) -> io::Result<Option<Ack>> {
+        let Some(ack) = self.awaiting else {
+            return Ok(None);
+        };
+        let reply = self.role.applied()?;
+        if reply.as_deref().map(str::trim) != Some("M") {
+            return Ok(None);
+        }
+        self.awaiting = None;
+        self.take(ack);
+        Ok(Some(ack))
     }
 
     /// Raises the floor and keeps it for a restarted agent. Best effort: the role file beside it
@@ -156,6 +217,7 @@ impl<F: RoleIo> Acting<F> {
             self.role.write_role(MemberState::X)?;
             self.state = MemberState::X;
         }
+        self.awaiting = None;
         self.raise_floor(self.seen);
         self.fenced = Some(reason);
         Ok(())
@@ -176,6 +238,7 @@ impl<F: RoleIo> Acting<F> {
     pub fn stop(&mut self) -> io::Result<()> {
         self.role.write_role(MemberState::X)?;
         self.state = MemberState::X;
+        self.awaiting = None;
         Ok(())
     }
 }
@@ -236,6 +299,7 @@ pub(crate) mod tests {
         pub journal: Arc<StdMutex<Vec<String>>>,
         pub fail: Arc<StdMutex<bool>>,
         pub floor: Arc<StdMutex<u64>>,
+        pub applied: Arc<StdMutex<Option<String>>>,
     }
 
     impl RoleIo for FakeRole {
@@ -253,6 +317,16 @@ pub(crate) mod tests {
 
         fn write_floor(&mut self, seq: u64) -> io::Result<()> {
             *self.floor.lock().unwrap() = seq;
+            Ok(())
+        }
+
+        fn applied(&self) -> io::Result<Option<String>> {
+            Ok(self.applied.lock().unwrap().clone())
+        }
+
+        fn clear_applied(&mut self) -> io::Result<()> {
+            self.journal.lock().unwrap().push("clear applied".into());
+            *self.applied.lock().unwrap() = None;
             Ok(())
         }
     }
@@ -351,16 +425,72 @@ pub(crate) mod tests {
         assert_eq!(*role.journal.lock().unwrap(), ["role X"]);
     }
 
+    const M_CMD: &str = "M/1/0b7e1c9a-0000-4000-8000-00000000000b.3";
+
+    #[test]
+    fn with_the_role_handshake_m_is_acknowledged_only_after_the_application_replies_m() {
+        let t0 = Instant::now();
+        let (a, role) = acting(Duration::from_secs(7), t0);
+        let mut a = a.with_role_handshake(true);
+        a.admit(1);
+        assert!(a.act(&envelope("SM/1", 1), t0).unwrap().is_some());
+        *role.applied.lock().unwrap() = Some("M\n".into()); // a reply to an earlier M
+        a.admit(2);
+        assert_eq!(a.act(&envelope(M_CMD, 2), t0).unwrap(), None);
+        assert_eq!(
+            *role.journal.lock().unwrap(),
+            ["role X", "role SM", "clear applied", "role M"],
+            "the old reply is gone before M is written"
+        );
+        assert_eq!((a.state(), a.ack().unwrap().seq), (MemberState::SM, 1));
+        assert_eq!(a.take_reply().unwrap(), None, "no reply yet");
+        *role.applied.lock().unwrap() = Some("SM\n".into());
+        assert_eq!(a.take_reply().unwrap(), None, "a reply to another line");
+        *role.applied.lock().unwrap() = Some("M\n".into());
+        assert_eq!(a.take_reply().unwrap().unwrap().seq, 2);
+        assert_eq!((a.state(), a.ack().unwrap().seq), (MemberState::M, 2));
+        assert_eq!(a.awaiting(), None);
+    }
+
+    #[test]
+    fn a_fence_or_a_newer_command_drops_the_awaited_m() {
+        let t0 = Instant::now();
+        let (a, role) = acting(Duration::from_secs(7), t0);
+        let mut a = a.with_role_handshake(true);
+        a.admit(1);
+        a.act(&envelope("SM/1", 1), t0).unwrap();
+        a.admit(2);
+        a.act(&envelope(M_CMD, 2), t0).unwrap();
+        a.fence("stale".into()).unwrap();
+        *role.applied.lock().unwrap() = Some("M\n".into());
+        assert_eq!(a.take_reply().unwrap(), None);
+        assert_eq!(a.state(), MemberState::X);
+        a.admit(3);
+        a.act(&envelope("SM/2", 3), t0).unwrap();
+        a.admit(4);
+        a.act(&envelope(M_CMD, 4), t0).unwrap();
+        a.admit(5);
+        assert!(a.act(&envelope("SM/2", 5), t0).unwrap().is_some());
+        *role.applied.lock().unwrap() = Some("M\n".into());
+        assert_eq!(a.take_reply().unwrap(), None, "M was superseded by SM");
+        assert_eq!((a.state(), a.ack().unwrap().seq), (MemberState::SM, 5));
+    }
+
+    #[test]
+    fn without_the_handshake_m_is_acknowledged_at_once() {
+        let t0 = Instant::now();
+        let (mut a, _role) = acting(Duration::from_secs(7), t0);
+        a.admit(1);
+        assert_eq!(a.act(&envelope(M_CMD, 1), t0).unwrap().unwrap().seq, 1);
+        assert_eq!(a.state(), MemberState::M);
+    }
+
     #[test]
     fn a_failed_fence_changes_nothing() {
         let t0 = Instant::now();
         let (mut a, role) = acting(Duration::from_secs(7), t0);
         a.admit(1);
-        a.act(
-            &envelope("M/1/0b7e1c9a-0000-4000-8000-00000000000b.3", 1),
-            t0,
-        )
-        .unwrap();
+        a.act(&envelope(M_CMD, 1), t0).unwrap();
         *role.fail.lock().unwrap() = true;
         assert!(a.fence("stale".into()).is_err());
         assert_eq!(a.state(), MemberState::M);

@@ -64,6 +64,9 @@ pub enum Outcome {
     /// Nothing to do: no command, another pod's, or one already applied (or fenced over).
     Ignored,
     Applied(Ack),
+    /// `M` is on the role file; its acknowledgement waits for the application's reply (role
+    /// handshake).
+    AwaitingReply(Ack),
     NotApplied(ApplyError),
 }
 
@@ -114,6 +117,7 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
         if let Err(e) = self.shared.lock().fence_if_stale(Instant::now()) {
             tracing::error!(error = %e, "cannot write role X to fence; retrying");
         }
+        self.take_reply();
         match command {
             Ok(command) => {
                 self.apply(command);
@@ -135,6 +139,11 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
                 tracing::info!(seq = ack.seq, command = %ack.command, "command acknowledged");
                 None
             }
+            Outcome::AwaitingReply(ack) => {
+                tracing::info!(seq = ack.seq, command = %ack.command,
+                    "role written; acknowledging once the application replies (role handshake)");
+                None
+            }
             Outcome::Ignored => None,
         };
         outcome
@@ -148,13 +157,36 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
             return Outcome::Ignored;
         }
         let result = self.persist(envelope.command).and_then(|()| {
-            let ack = self.shared.lock().act(envelope, Instant::now())?;
-            Ok(ack)
+            let acked = self.shared.lock().act(envelope, Instant::now())?;
+            Ok(acked)
         });
         self.shared.notify();
+        let awaited = Ack {
+            seq: envelope.seq,
+            command: envelope.command,
+        };
         match result {
-            Ok(ack) => Outcome::Applied(ack),
+            Ok(Some(ack)) => Outcome::Applied(ack),
+            Ok(None) => Outcome::AwaitingReply(awaited),
             Err(e) => Outcome::NotApplied(e),
+        }
+    }
+
+    /// True while an acknowledgement waits for the application's reply.
+    pub fn awaiting_reply(&self) -> bool {
+        self.shared.lock().awaiting().is_some()
+    }
+
+    /// Acknowledges the awaited command if the application replied; a reply that cannot be
+    /// read is retried on the next step.
+    fn take_reply(&mut self) {
+        match self.shared.lock().take_reply() {
+            Ok(Some(ack)) => {
+                tracing::info!(seq = ack.seq, command = %ack.command,
+                    "the application replied: command acknowledged");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the application's reply; retrying"),
         }
     }
 

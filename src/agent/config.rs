@@ -53,6 +53,10 @@ pub struct AgentArgs {
     /// Where a slave receives handover data from: written after SL in the role file.
     #[arg(long, env = "HAPAIR_PEER_ADDRESS", value_name = "ADDRESS")]
     pub peer_address: Option<String>,
+    /// The application replies to each role line in `<role file>.applied`; `M` is acknowledged
+    /// only once it replied `M` (it then guarantees its standby holds every acknowledged write).
+    #[arg(long, env = "HAPAIR_ROLE_HANDSHAKE")]
+    pub role_handshake: bool,
     /// Lease duration: the operator declares the member failed after this long without a
     /// renewal.
     #[arg(
@@ -97,6 +101,7 @@ pub struct Config {
     pub volume: PathBuf,
     pub role_file: PathBuf,
     pub peer_address: Option<String>,
+    pub role_handshake: bool,
     pub lease_duration: Duration,
     pub renew_interval: Duration,
     pub fence_margin: Duration,
@@ -176,6 +181,7 @@ impl TryFrom<AgentArgs> for Config {
             volume,
             role_file: args.role_file,
             peer_address: args.peer_address.filter(|p| !p.is_empty()),
+            role_handshake: args.role_handshake,
             lease_duration: secs(args.lease_duration),
             renew_interval: secs(args.renew_interval),
             fence_margin: secs(args.fence_margin),
@@ -262,6 +268,7 @@ mod tests {
             volume: Some(dir.to_path_buf()),
             role_file: dir.join("role"),
             peer_address: None,
+            role_handshake: false,
             lease_duration: 10,
             renew_interval: 2,
             fence_margin: 3,
@@ -387,6 +394,7 @@ mod tests {
             "HAPAIR_VOLUME",
             "HAPAIR_ROLE_FILE",
             "HAPAIR_PEER_ADDRESS",
+            "HAPAIR_ROLE_HANDSHAKE",
             "HAPAIR_LEASE_DURATION",
             "HAPAIR_RENEW_INTERVAL",
             "HAPAIR_FENCE_MARGIN",

@@ -43,6 +43,9 @@ pub use config::{AgentArgs, Config, ConfigError};
 
 /// How many times one event is re-evaluated after write conflicts before waiting for the next.
 const MAX_CONFLICTS: usize = 5;
+/// How often the application's reply is read while an acknowledgement waits for it (the
+/// application polls its role file as often: hapair-kv every 50 ms).
+const REPLY_POLL: Duration = Duration::from_millis(20);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +79,12 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         lease = %config.lease_name(), %record, "agent starting: state X");
     let role = RoleFile::new(config.role_file.clone(), config.peer_address.clone());
     let timer = FenceTimer::new(config.fence_budget(), Instant::now());
-    let acting = Acting::start(role, timer).map_err(|source| AgentError::RoleFile {
-        path: config.role_file.clone(),
-        source,
-    })?;
+    let acting = Acting::start(role, timer)
+        .map_err(|source| AgentError::RoleFile {
+            path: config.role_file.clone(),
+            source,
+        })?
+        .with_role_handshake(config.role_handshake);
     let shared = Shared::new(acting);
     guard::spawn(shared.clone()).map_err(AgentError::Guard)?;
     let applier = Applier::new(
@@ -141,8 +146,10 @@ impl Agent {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut shutdown = Box::pin(shutdown_signal());
         loop {
+            let awaiting = self.applier.awaiting_reply();
             let renew = tokio::select! {
                 _ = tick.tick() => true,
+                () = tokio::time::sleep(REPLY_POLL), if awaiting => false,
                 event = watch.next() => {
                     if event.is_none() {
                         watch = Box::pin(self.mailbox.watch());

@@ -22,6 +22,14 @@ pub fn role_line(state: MemberState, peer_address: Option<&str>) -> String {
     }
 }
 
+/// `<role file>.applied`: where the application replies with the line it acted on (the role
+/// handshake).
+pub fn applied_path(role_file: &Path) -> PathBuf {
+    let mut name = role_file.as_os_str().to_owned();
+    name.push(".applied");
+    PathBuf::from(name)
+}
+
 /// Where the application reads its role.
 #[derive(Debug, Clone)]
 pub struct RoleFile {
@@ -96,6 +104,21 @@ impl RoleIo for RoleFile {
     fn write_floor(&mut self, seq: u64) -> io::Result<()> {
         replace(&self.temp, &self.floor, &format!("{seq}\n"))
     }
+
+    fn applied(&self) -> io::Result<Option<String>> {
+        match fs::read_to_string(applied_path(&self.path)) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn clear_applied(&mut self) -> io::Result<()> {
+        match fs::remove_file(applied_path(&self.path)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +166,18 @@ mod tests {
         fs::write(dir.path().join(".role.floor"), "seventeen").unwrap();
         let err = again.read_floor().unwrap_err().to_string();
         assert!(err.contains("delete the pod"), "{err}");
+    }
+
+    #[test]
+    fn the_reply_is_read_beside_the_role_file_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut role = RoleFile::new(dir.path().join("role"), None);
+        assert_eq!(role.applied().unwrap(), None);
+        role.clear_applied().unwrap(); // nothing to clear is fine
+        fs::write(dir.path().join("role.applied"), "M\n").unwrap();
+        assert_eq!(role.applied().unwrap().as_deref(), Some("M\n"));
+        role.clear_applied().unwrap();
+        assert_eq!(role.applied().unwrap(), None);
     }
 
     #[test]

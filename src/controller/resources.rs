@@ -130,6 +130,7 @@ fn agent_container(hapair: &HAPair, member: Member, image: &str) -> Container {
                 "HAPAIR_FENCE_MARGIN",
                 lease.fence_margin_seconds.to_string(),
             ),
+            env("HAPAIR_ROLE_HANDSHAKE", spec.role_handshake.to_string()),
         ]),
         volume_mounts: Some(mounts(&spec.data_mount_path)),
         // The member volume's directory belongs to root on hostPath/local volumes, which ignore

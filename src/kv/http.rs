@@ -1,4 +1,4 @@
-//! The HTTP API: `PUT`/`GET /kv/{key}` for clients, `GET /ready` for the readiness probe and
+//! The HTTP API: `PUT`/`GET /kv/{key}` and `GET /kv` (the key list) for clients, `GET /ready` for the readiness probe and
 //! `GET /log?epoch=E&index=I` for the standby's pulls. Handlers only translate: every rule is in
 //! [`super::node`].
 
@@ -28,6 +28,7 @@ pub const INDEX_HEADER: &str = "x-kv-index";
 
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
+        .route("/kv", get(list_keys))
         .route("/kv/{key}", get(get_key).put(put_key))
         .route("/ready", get(ready))
         .route(LOG_PATH, get(pull))
@@ -57,6 +58,12 @@ async fn get_key(State(node): State<Arc<Node>>, Path(key): Path<String>) -> Resp
         Some(value) => (role, value).into_response(),
         None => (StatusCode::NOT_FOUND, role, format!("no key {key:?}\n")).into_response(),
     }
+}
+
+/// Every key, one per line: lets a checker compare thousands of acknowledged keys in one read.
+async fn list_keys(State(node): State<Arc<Node>>) -> Response {
+    let role = [(header(ROLE_HEADER), node.acting().state.to_string())];
+    (role, node.key_list()).into_response()
 }
 
 async fn ready(State(node): State<Arc<Node>>) -> Response {

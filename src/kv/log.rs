@@ -175,6 +175,11 @@ impl Log {
         self.index.max_epoch
     }
 
+    /// Every key, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.index.table.keys().map(String::as_str)
+    }
+
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         self.index.table.get(key).map(Vec::as_slice)
     }

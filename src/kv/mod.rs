@@ -8,7 +8,8 @@
 //! - After acting on a line it replaces `<role file>.applied` (atomically) with that line:
 //!   for `X` and `SL` once it stopped accepting writes, for `SM` once its new master epoch is on
 //!   disk, and for `M` only once the standby confirmed every entry this member holds (so every
-//!   write acknowledged so far). An agent may wait for it before acknowledging `M`.
+//!   write acknowledged so far). The agent waits for it before acknowledging `M` when the
+//!   HAPair sets `roleHandshake: true` (deploy/examples/kv.yaml does).
 //! - `SL` without an address uses `--peer` (`HAPAIR_KV_PEER`); with neither it only waits.
 //!
 //! # Semantics
@@ -16,7 +17,7 @@
 //!   member's log (`<data dir>/kv.log`), and in `M` also confirmed by the standby (synchronous
 //!   replication); in `SM` the local fsync suffices. In `SL`/`X`, or when the member leaves its
 //!   master epoch before acknowledging, 503 with the reason. `GET /kv/{key}` reads any state
-//!   (header `x-kv-role` says which).
+//!   (header `x-kv-role` says which); `GET /kv` lists every key, one per line.
 //! - `SL` pulls the master's log ([`follower`]), cuts any suffix the master does not have
 //!   (log matching on `(epoch, index)`, [`epoch`]) and answers `GET /ready` with 200 only when
 //!   level with the master. `SM`/`M` are always ready, `X` never.

@@ -115,6 +115,15 @@ impl Node {
         self.log().last()
     }
 
+    /// Every key this member holds, one per line.
+    pub fn key_list(&self) -> String {
+        self.log().keys().fold(String::new(), |mut list, key| {
+            list.push_str(key);
+            list.push('\n');
+            list
+        })
+    }
+
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.log().get(key).map(<[u8]>::to_vec)
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::agent::role_file::{role_line, RoleFile};
+use crate::agent::role_file::{applied_path, role_line, RoleFile};
 use crate::protocol::MemberState;
 
 /// How often the role file is read.
@@ -88,13 +88,6 @@ pub fn watch(path: PathBuf) -> watch::Receiver<RoleLine> {
         }
     });
     rx
-}
-
-/// `<role file>.applied`.
-pub fn applied_path(role_file: &Path) -> PathBuf {
-    let mut name = role_file.as_os_str().to_owned();
-    name.push(".applied");
-    PathBuf::from(name)
 }
 
 /// Replaces `<role file>.applied` with `line`, atomically (like the role file itself).

@@ -81,13 +81,22 @@ struct Rig {
 
 impl Rig {
     fn new(on_disk: ReadOutcome) -> Rig {
+        Rig::build(on_disk, false)
+    }
+
+    fn with_role_handshake(on_disk: ReadOutcome) -> Rig {
+        Rig::build(on_disk, true)
+    }
+
+    fn build(on_disk: ReadOutcome, handshake: bool) -> Rig {
         let journal = Journal::default();
         let role = FakeRole {
             journal: journal.clone(),
             ..FakeRole::default()
         };
         let timer = FenceTimer::new(Duration::from_secs(7), Instant::now());
-        let shared = Shared::new(Acting::start(role.clone(), timer).unwrap());
+        let acting = Acting::start(role.clone(), timer).unwrap();
+        let shared = Shared::new(acting.with_role_handshake(handshake));
         journal.lock().unwrap().clear(); // forget the start's role X
         let on_disk = Arc::new(Mutex::new(on_disk));
         let fail_writes = Arc::new(Mutex::new(false));
@@ -194,6 +203,33 @@ async fn failed_persist_is_never_acknowledged_and_leaves_the_role_unchanged() {
         "the same command is retried once the volume is writable"
     );
     assert_eq!(rig.last_report().error, None);
+}
+
+#[tokio::test]
+async fn with_the_role_handshake_m_is_reported_only_after_the_application_replied() {
+    let mut rig = Rig::with_role_handshake(valid(Priority::Two, 0));
+    rig.step("SM/1", 1, ME).await;
+    rig.journal();
+    let m = "M/1/0b7e1c9a-0000-4000-8000-00000000000b.3";
+    rig.step(m, 2, ME).await;
+    assert!(rig.applier.awaiting_reply());
+    assert_eq!(
+        rig.journal(),
+        [
+            "persist 2@1",
+            "clear applied",
+            "role M",
+            "report state=SM ack=1"
+        ],
+        "M written; the new record reported, the acknowledgement not"
+    );
+    assert_eq!(rig.last_report().ack.unwrap().seq, 1);
+    rig.step(m, 2, ME).await;
+    assert_eq!(rig.journal(), Vec::<String>::new(), "still no reply");
+    *rig.role.applied.lock().unwrap() = Some("M\n".into());
+    rig.step(m, 2, ME).await;
+    assert_eq!(rig.journal(), ["report state=M ack=2"]);
+    assert!(!rig.applier.awaiting_reply());
 }
 
 #[tokio::test]
