@@ -15,7 +15,9 @@ use support::pair::*;
 use support::*;
 
 /// Seed 4-2: the slave fails (graceful delete: its agent reports `X` on SIGTERM) → `(SM X)`, the
-/// master writes priority 1; the recreated slave rejoins and the pair is `(M SL)` again.
+/// master writes priority 1; its pod is recreated at once. That pod is force-deleted before it
+/// joined: the next re-creation backs off (a Warning says so), then the slave rejoins and the
+/// pair is `(M SL)` again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slave_failure_leaves_a_single_master_with_priority_1_and_the_slave_rejoins() {
     let t = PairUnderTest::start("slave-fails").await;
@@ -25,9 +27,32 @@ async fn slave_failure_leaves_a_single_master_with_priority_1_and_the_slave_rejo
     delete_pod(&t.pods, &PairUnderTest::pod_name(slave)).await;
     t.wait_report(master, "state", "SM").await;
     assert_eq!(t.report(master, "priority").await, "1", "seed 4-2 writes 1");
+    // Its recreated pod is lost again before it joined the pair: the next re-creation backs off.
+    let slave_pod = PairUnderTest::pod_name(slave);
+    let recreated = wait_for(
+        &t.pods,
+        &slave_pod,
+        |p| p.metadata.uid != old_slave.metadata.uid,
+        T,
+    )
+    .await;
+    t.force_delete(slave).await;
+    let held = t.wait_event("MemberPodBackOff").await;
+    let note = held.note.unwrap_or_default();
+    assert_eq!(held.type_.as_deref(), Some("Warning"), "{note}");
+    assert!(
+        note.contains(&format!(
+            "member {slave}'s pod {slave_pod} was recreated 1 time(s)"
+        )) && note.contains("again 1s after"),
+        "the Warning says which member, why and how long: {note}"
+    );
     let rejoined = t.wait_state(&[master_slave(master)]).await;
     let new_slave = t.pod(slave).await;
-    assert_ne!(new_slave.metadata.uid, old_slave.metadata.uid, "a new pod");
+    assert_ne!(new_slave.metadata.uid, recreated.metadata.uid, "a new pod");
+    assert!(
+        t.events("MemberPodRecreated").await.len() >= 2,
+        "each re-creation is a Normal Event"
+    );
     let history: Vec<String> = rejoined
         .status
         .unwrap()

@@ -8,8 +8,10 @@
 //! act (unless paused) → requeue.
 
 pub mod act;
+pub mod backoff;
 pub mod liveness;
 pub mod observe;
+pub mod recreate;
 pub mod resources;
 pub mod status;
 
@@ -37,8 +39,11 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::protocol::{decide, Decision, ForceStartVerdict, Member, PerMember, Role};
 
+use self::backoff::Backoffs;
 use self::liveness::Liveness;
 use self::observe::MemberObjects;
+use self::recreate::HeldBack;
+use self::status::Held;
 
 /// The field manager and Event reporter of the operator.
 pub const MANAGER: &str = "hapair-operator";
@@ -68,10 +73,13 @@ impl Error {
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Who publishes the Events (a fresh [`Recorder`] each time: see [`publish`]).
+    pub reporter: Reporter,
     /// The agent image when the spec names none.
     pub agent_image: String,
     pub liveness: Liveness,
+    /// The re-creation back-off of each member pod (pacing only: decides nothing).
+    pub backoffs: Backoffs,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
 }
@@ -105,10 +113,11 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         client,
         agent_image,
         liveness: Liveness::default(),
+        backoffs: Backoffs::default(),
         metrics,
         health,
     });
@@ -150,6 +159,7 @@ async fn observed_reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = pair.namespace().ok_or(Error::NoNamespace)?;
     ensure_objects(&pair, &ctx, &ns).await?;
+    let held_back = recreate::ensure_member_pods(&pair, &ctx, &ns).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ns);
     let name = pair.name_any();
@@ -182,11 +192,20 @@ async fn reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error
         &pair,
         PerMember::new(objects(Member::A), objects(Member::B)),
     );
+    let exists = PerMember::new(pod.a.is_some(), pod.b.is_some());
+    recreate::observe(&pair, &ctx, &obs, exists, now);
     let decision = decide(&obs);
-    let paused = is_paused(&pair);
-    write_status(&pair, &ctx, &obs, &decision, &pod, paused).await?;
-    if paused {
-        return Ok(Action::requeue(REQUEUE));
+    let held = Held {
+        paused: is_paused(&pair),
+        pod_backoff: held_back.first().map(HeldBack::reason),
+    };
+    let requeue = held_back
+        .iter()
+        .map(|h| h.remaining)
+        .fold(REQUEUE, Duration::min);
+    write_status(&pair, &ctx, &obs, &decision, &pod, &held).await?;
+    if held.paused {
+        return Ok(Action::requeue(requeue));
     }
     handle_force_start(&pair, &ctx, &decision).await?;
     if !decision.steps.is_empty() {
@@ -199,7 +218,7 @@ async fn reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error
         lease: PerMember::new(lease.a.as_ref(), lease.b.as_ref()),
     };
     act::act(&decision.steps, &targets).await?;
-    Ok(Action::requeue(REQUEUE))
+    Ok(Action::requeue(requeue))
 }
 
 fn is_paused(pair: &HAPair) -> bool {
@@ -211,8 +230,8 @@ fn is_paused(pair: &HAPair) -> bool {
             == Some("true")
 }
 
-/// Creates whatever object of the pair is missing (a deleted member pod is recreated here: that
-/// is its recovery). Existing objects are left as they are.
+/// Creates whatever object of the pair is missing, except the member pods ([`recreate`]: they
+/// are recreated with back-off). Existing objects are left as they are.
 async fn ensure_objects(pair: &HAPair, ctx: &Context, ns: &str) -> Result<(), Error> {
     let c = &ctx.client;
     for m in Member::BOTH {
@@ -221,7 +240,6 @@ async fn ensure_objects(pair: &HAPair, ctx: &Context, ns: &str) -> Result<(), Er
         create_missing(c, ns, resources::role(pair, m)).await?;
         create_missing(c, ns, resources::role_binding(pair, m)).await?;
         create_missing(c, ns, resources::lease(pair, m)).await?;
-        create_missing(c, ns, resources::pod(pair, m, &ctx.agent_image)).await?;
     }
     create_missing(c, ns, resources::service(pair, Role::Master)).await?;
     create_missing(c, ns, resources::service(pair, Role::Standby)).await?;
@@ -257,7 +275,7 @@ async fn write_status(
     obs: &crate::protocol::Observation,
     decision: &Decision,
     pod: &PerMember<Option<Pod>>,
-    paused: bool,
+    held: &Held,
 ) -> Result<(), Error> {
     let old = pair.status.clone().unwrap_or_default();
     let (new, entry) = status::next_status(
@@ -266,7 +284,7 @@ async fn write_status(
         decision,
         PerMember::new(pod.a.as_ref(), pod.b.as_ref()),
         pair.metadata.generation,
-        paused,
+        held,
         Time(Timestamp::now()),
     );
     ctx.metrics.observe_status(pair, &new, entry.as_ref());
@@ -328,6 +346,11 @@ async fn handle_force_start(
 }
 
 /// Events are for people: failing to publish one is logged, never fails the reconcile.
+///
+/// Each Event is a happening of its own, published once (a change of the pair state, a
+/// re-creation, a verdict): a long-lived kube-runtime `Recorder` would fold every Event of the
+/// same reason on the pair into one series for six minutes and keep only the first note, so the
+/// second failover would still read as the first. A fresh `Recorder` per Event keeps each note.
 async fn publish(ctx: &Context, pair: &HAPair, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,
@@ -336,7 +359,8 @@ async fn publish(ctx: &Context, pair: &HAPair, type_: EventType, reason: &str, n
         action: "Reconcile".to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &pair.object_ref(&())).await {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, &pair.object_ref(&())).await {
         warn!("cannot publish Event {reason}: {e}");
     }
 }

@@ -19,6 +19,15 @@ use crate::protocol::{
 
 use super::observe;
 
+/// What the operator itself holds back, beside the decision.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    /// `spec.paused` or the annotation: nothing is changed.
+    pub paused: bool,
+    /// Why a missing member pod is not recreated yet (its re-creation back-off), if one is not.
+    pub pod_backoff: Option<String>,
+}
+
 /// The new status, and the history entry when the pair state changed.
 pub fn next_status(
     old: &HAPairStatus,
@@ -26,7 +35,7 @@ pub fn next_status(
     decision: &Decision,
     pods: PerMember<Option<&Pod>>,
     generation: Option<i64>,
-    paused: bool,
+    held: &Held,
     now: Time,
 ) -> (HAPairStatus, Option<HistoryEntry>) {
     let mut status = old.clone();
@@ -41,7 +50,7 @@ pub fn next_status(
             .any(|m| obs.member(*m).known_standing().is_some());
     status.recorded_terms = obs.processing_terms().into();
     status.observed_generation = generation;
-    set_conditions(&mut status, decision, paused, generation, now.clone());
+    set_conditions(&mut status, decision, held, generation, now.clone());
     let changed = old.pair_state != status.pair_state;
     let entry = changed.then(|| HistoryEntry {
         time: now,
@@ -149,10 +158,11 @@ fn unusable_records(status: &HAPairStatus) -> String {
 fn set_conditions(
     status: &mut HAPairStatus,
     decision: &Decision,
-    paused: bool,
+    held: &Held,
     generation: Option<i64>,
     now: Time,
 ) {
+    let paused = held.paused;
     let pair = decision.pair_state;
     let available = pair.processor().is_some();
     let healthy = available
@@ -199,6 +209,10 @@ fn set_conditions(
     let (degraded_reason, degraded_message) = match &decision.wait {
         Some(wait @ Wait::Lingering(_)) => ("PreviousInstanceMayProcess", wait.reason()),
         _ if !unusable.is_empty() => ("RecordUnusable", format!("{pair_text}: {unusable}")),
+        _ if held.pod_backoff.is_some() => (
+            "MemberPodBackOff",
+            format!("{pair_text}: {}", held.pod_backoff.as_deref().unwrap_or("")),
+        ),
         _ if healthy => ("PairHealthy", pair_text.clone()),
         _ => ("NoUpToDateStandby", pair_text.clone()),
     };
