@@ -43,6 +43,10 @@ pub const FENCED: &str = "hapair.io/fenced";
 pub const FENCED_REASON: &str = "hapair.io/fenced-reason";
 /// Agent → operator: why the pending command is not acknowledged (refused, or failed to persist).
 pub const ERROR: &str = "hapair.io/error";
+/// Agent → operator: commands addressed to this pod with a sequence number at or below it will
+/// never be acknowledged (applied by an earlier agent of the pod, or fenced over): the operator
+/// stops waiting for them. Absent when 0.
+pub const FLOOR: &str = "hapair.io/floor";
 
 /// Agent → operator: the last command acknowledged by any pod of the member. Unlike
 /// [`ACKED_COMMAND`] it is not removed when a new pod's agent takes the Lease over before it
@@ -53,7 +57,7 @@ pub const MEMBER_ACKED: &str = "hapair.io/member-acked";
 /// Every key the operator writes; the agent never writes these.
 pub const OPERATOR_KEYS: [&str; 3] = [COMMAND, COMMAND_SEQ, COMMAND_POD];
 /// Every key the agent writes; the operator never writes these.
-pub const AGENT_KEYS: [&str; 12] = [
+pub const AGENT_KEYS: [&str; 13] = [
     POD,
     RECORD,
     RECORD_REASON,
@@ -65,6 +69,7 @@ pub const AGENT_KEYS: [&str; 12] = [
     FENCED,
     FENCED_REASON,
     ERROR,
+    FLOOR,
     MEMBER_ACKED,
 ];
 
@@ -156,6 +161,8 @@ pub struct Report {
     pub fenced: Option<String>,
     /// Why the pending command is not acknowledged, if it is not.
     pub error: Option<String>,
+    /// Commands to this pod at or below this sequence number will never be acknowledged.
+    pub floor: u64,
 }
 
 impl Report {
@@ -195,6 +202,9 @@ impl Report {
         if let Some(error) = &self.error {
             set(ERROR, error.clone());
         }
+        if self.floor > 0 {
+            set(FLOOR, self.floor.to_string());
+        }
         keys
     }
 
@@ -220,6 +230,9 @@ impl Report {
             ack: parse_ack(annotations)?,
             fenced: parse_fenced(annotations)?,
             error: annotations.get(ERROR).cloned(),
+            floor: annotations
+                .get(FLOOR)
+                .map_or(Ok(0), |f| parse_value(FLOOR, f))?,
         }))
     }
 }
@@ -402,6 +415,7 @@ mod tests {
                 command: "SM/4".parse().unwrap(),
             }),
             fenced: None,
+            floor: 0,
             error: None,
         }
     }
@@ -412,6 +426,7 @@ mod tests {
         let mut fenced = report(valid.clone());
         fenced.state = MemberState::X;
         fenced.fenced = Some("no renewal for 7s".into());
+        fenced.floor = 11;
         let mut failed = report(RecordView::Missing);
         failed.ack = None;
         failed.error = Some("read-only volume".into());

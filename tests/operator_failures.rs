@@ -1,7 +1,8 @@
 //! Failures of a running pair against the real local cluster, one test per seed scenario: the
 //! slave fails (4-2), both fail and come back (5-5), the master's application crashes inside its
 //! pod, the master is cut off from the API server (partition: it fences itself before the peer is
-//! promoted), and the operator dies in the middle of a failover. The watchdog asserts in every
+//! promoted), an agent container restarts inside its pod, and the operator dies in the middle of
+//! a failover. The watchdog asserts in every
 //! test that no two pods ever carry the master label at once.
 
 mod support;
@@ -9,7 +10,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hapair::controller::resources::AGENT_CONTAINER;
 use hapair::protocol::Member;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use support::pair::*;
 use support::*;
@@ -140,6 +143,36 @@ async fn master_application_crash_is_a_failure_fenced_before_anyone_processes_ag
         pod.metadata.uid,
         "same pod"
     );
+    t.finish();
+}
+
+/// The agent container crashes and the kubelet restarts it in the same pod. A fresh agent starts
+/// at `X` and never applies again what its pod applied; it reports that floor, so the operator
+/// stops waiting for that command and commands the member anew. The standby's agent: the pair is
+/// `(M SL)` again on the same master. The master's agent: its application is told `X` at once,
+/// the standby takes over, and the old master rejoins from the same pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_agent_restarted_is_commanded_anew_and_rejoins() {
+    let t = PairUnderTest::start("agent-crash").await;
+    let master = t.steady().await;
+    for (crashed, settled) in [(master.peer(), master), (master, master.peer())] {
+        let acked: u64 = t.report(crashed, "ack").await.parse().unwrap();
+        let pod = t.pod(crashed).await;
+        crash_container(&pod, AGENT_CONTAINER);
+        let name = PairUnderTest::pod_name(crashed);
+        let restarted = |p: &Pod| restart_count(p, AGENT_CONTAINER) == 1;
+        wait_for(&t.pods, &name, restarted, T).await;
+        let commanded_anew = |l: &Lease| {
+            let ack = lease_annotation(l, "ack").parse().unwrap_or(0);
+            ack > acked && lease_annotation(l, "state") == "SL"
+        };
+        wait_for(&t.leases, &name, commanded_anew, T).await;
+        t.wait_state(&[master_slave(settled)]).await;
+        t.wait_role(settled, ROLE_MASTER).await;
+        let uid = t.pod(crashed).await.metadata.uid;
+        assert_eq!(uid, pod.metadata.uid, "{name}: the same pod");
+        assert_eq!(role_file(&t.pod(crashed).await).as_deref(), Some("SL\n"));
+    }
     t.finish();
 }
 

@@ -111,6 +111,15 @@ impl<F: RoleIo> Acting<F> {
         seq > self.floor
     }
 
+    /// Commands at or below this sequence number will never be acknowledged by this pod: the
+    /// floor, except an `M` still awaiting the application's reply.
+    pub fn dead_floor(&self) -> u64 {
+        match self.awaiting {
+            Some(awaited) => self.floor.min(awaited.seq - 1),
+            None => self.floor,
+        }
+    }
+
     /// The command whose acknowledgement waits for the application's reply, if any.
     pub fn awaiting(&self) -> Option<Ack> {
         self.awaiting
@@ -387,6 +396,11 @@ pub(crate) mod tests {
         let restarted = Acting::start(role.clone(), FenceTimer::new(Duration::from_secs(7), t0));
         let mut b = restarted.unwrap();
         assert_eq!(b.state(), MemberState::X);
+        assert_eq!(
+            b.dead_floor(),
+            5,
+            "reported: the operator stops waiting for 4 and 5"
+        );
         assert!(!b.admit(4), "the applied command must not act again");
         assert!(!b.admit(5), "the command fenced over must not act");
         assert!(b.admit(6));
@@ -443,6 +457,7 @@ pub(crate) mod tests {
             "the old reply is gone before M is written"
         );
         assert_eq!((a.state(), a.ack().unwrap().seq), (MemberState::SM, 1));
+        assert_eq!(a.dead_floor(), 1, "the awaited M may still be acknowledged");
         assert_eq!(a.take_reply().unwrap(), None, "no reply yet");
         *role.applied.lock().unwrap() = Some("SM\n".into());
         assert_eq!(a.take_reply().unwrap(), None, "a reply to another line");

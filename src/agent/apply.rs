@@ -226,6 +226,7 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
             ack: acting.ack(),
             fenced: acting.fenced().map(String::from),
             error: self.error.clone(),
+            floor: acting.dead_floor(),
         }
     }
 

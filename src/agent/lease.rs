@@ -281,6 +281,7 @@ mod tests {
             state: MemberState::X,
             ack: None,
             fenced: None,
+            floor: 0,
             error: None,
         };
         let body = patch_body_for(&lease, &report);

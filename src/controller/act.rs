@@ -152,6 +152,7 @@ mod tests {
                 command: sm,
             }),
             fenced: None,
+            floor: 0,
             error: None,
         };
         let mut annotations = report.to_annotations();

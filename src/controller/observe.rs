@@ -58,10 +58,17 @@ pub fn holder_may_process(lease: &Lease) -> bool {
     let Some(report) = report(Some(lease)) else {
         return false;
     };
-    let acked = report.ack.map_or(0, |a| a.seq);
-    let pending = envelope(Some(lease))
-        .is_some_and(|e| e.pod == report.pod && e.seq > acked && e.command.may_process());
+    let pending =
+        envelope(Some(lease)).is_some_and(|e| awaited(&e, &report) && e.command.may_process());
     report.state.is_processing() || (pending && report.fenced.is_none())
+}
+
+/// Whether the reporting agent may still acknowledge the command: it is addressed to its pod,
+/// newer than its acknowledgement and above its floor (a command an earlier agent of the pod
+/// applied, or one it fenced over, is never applied again: waiting for it would wait forever).
+fn awaited(envelope: &CommandEnvelope, report: &Report) -> bool {
+    let ack = report.ack.map_or(0, |a| a.seq);
+    envelope.pod == report.pod && envelope.seq > ack.max(report.floor)
 }
 
 /// An instance other than the observed one may still process: a former holder of the Lease,
@@ -160,9 +167,7 @@ fn up_view(
     last: &MemberStatus,
 ) -> MemberView {
     let ack = report.ack.map_or(0, |a| a.seq);
-    let pending = envelope
-        .filter(|e| e.pod == report.pod && e.seq > ack)
-        .map(|e| e.command);
+    let pending = envelope.filter(|e| awaited(e, report)).map(|e| e.command);
     let apps = app_statuses(objects.pod);
     let restarts = app_restarts(objects.pod);
     let restarted = report.state != MemberState::X

@@ -48,6 +48,7 @@ fn report(pod: &str, state: MemberState, ack: Option<(u64, &str)>) -> Report {
             command: c.parse().unwrap(),
         }),
         fenced: None,
+        floor: 0,
         error: None,
     }
 }
@@ -129,6 +130,25 @@ fn acknowledged_or_foreign_command_is_not_pending() {
         };
         assert_eq!(pending, None);
     }
+}
+
+/// An agent container restarted in its pod never applies again what the pod applied: the
+/// command at its floor is no longer awaited (it was, before: the operator waited forever).
+#[test]
+fn a_command_at_or_below_the_agents_floor_is_not_pending() {
+    let p = pod(true, true);
+    let mut restarted = report(UID, MemberState::X, None);
+    restarted.floor = 7;
+    let at_floor = lease(Some(restarted.clone()), Some(("SL/4", 7, UID)));
+    let MemberView::Up { pending, .. } = view(Some(&p), Some(&at_floor), true) else {
+        panic!("expected Up");
+    };
+    assert_eq!(pending, None);
+    let newer = lease(Some(restarted), Some(("SL/4", 8, UID)));
+    let MemberView::Up { pending, .. } = view(Some(&p), Some(&newer), true) else {
+        panic!("expected Up");
+    };
+    assert_eq!(pending, Some("SL/4".parse::<Command>().unwrap()));
 }
 
 #[test]
