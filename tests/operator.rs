@@ -2,7 +2,8 @@
 //! comes up `(SM SL)` → `(M SL)` with priorities `[2 3]` on the volumes; when the master's pod is
 //! force-deleted the standby takes over (seed 4-4: labelled master, priority 1) without two
 //! masters at any instant; the recreated member rejoins as the standby (3-1-x). The history
-//! names each transition by its seed id.
+//! names each transition by its seed id. A spec change then replaces no pod: an Event names the
+//! outdated pods and the order in which to delete them.
 //!
 //! The agent runs from `localhost/hapair:dev` (built by `deploy/local/images.sh`, which
 //! `.ci/run` runs before the tests); the operator runs locally as a child process.
@@ -11,6 +12,9 @@ mod support;
 
 use std::time::Instant;
 
+use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::json;
 use support::pair::*;
 use support::ROLE_MASTER;
 
@@ -73,5 +77,26 @@ async fn fresh_pair_comes_up_the_standby_takes_over_when_the_master_pod_is_delet
         master_slave(standby),
         t1.elapsed()
     );
+
+    // A spec change is never applied by deleting pods: the user is told which and in what order.
+    let uids = [t.pod(master).await.uid(), t.pod(standby).await.uid()];
+    let patch = json!({"spec": {"agentImage": "localhost/hapair:next"}});
+    t.pairs
+        .patch("x", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let note = t
+        .wait_event("MemberPodsOutdated")
+        .await
+        .note
+        .unwrap_or_default();
+    let first = note.find(&format!("kubectl delete pod x-{master}"));
+    let then = note.find(&format!("kubectl delete pod x-{standby}"));
+    assert!(
+        first.is_some() && then.is_some() && first < then,
+        "both pods are named, the standby (x-{master}) first: {note}"
+    );
+    let now = [t.pod(master).await.uid(), t.pod(standby).await.uid()];
+    assert_eq!(now, uids, "no member pod was deleted");
     t.finish();
 }

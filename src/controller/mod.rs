@@ -11,6 +11,7 @@ pub mod act;
 pub mod backoff;
 pub mod liveness;
 pub mod observe;
+pub mod outdated;
 pub mod recreate;
 pub mod resources;
 pub mod status;
@@ -80,6 +81,8 @@ pub struct Context {
     pub liveness: Liveness,
     /// The re-creation back-off of each member pod (pacing only: decides nothing).
     pub backoffs: Backoffs,
+    /// Which outdated member pods were reported.
+    pub outdated: outdated::Reported,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
 }
@@ -118,6 +121,7 @@ pub async fn run(
         agent_image,
         liveness: Liveness::default(),
         backoffs: Backoffs::default(),
+        outdated: outdated::Reported::default(),
         metrics,
         health,
     });
@@ -204,6 +208,10 @@ async fn reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error
         .map(|h| h.remaining)
         .fold(REQUEUE, Duration::min);
     write_status(&pair, &ctx, &obs, &decision, &pod, &held).await?;
+    let pod_refs = PerMember::new(pod.a.as_ref(), pod.b.as_ref());
+    ctx.outdated
+        .report(&ctx, &pair, pod_refs, decision.pair_state)
+        .await;
     if held.paused {
         return Ok(Action::requeue(requeue));
     }

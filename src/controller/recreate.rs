@@ -15,7 +15,7 @@ use crate::crd::HAPair;
 use crate::protocol::{Member, MemberState, MemberView, Observation, PerMember};
 
 use super::backoff::{Backoff, Verdict, MAX_DELAY, STABLE};
-use super::{publish, resources, Context, Error};
+use super::{outdated, publish, resources, Context, Error};
 
 /// A member whose pod is missing and not recreated yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,8 @@ async fn ensure_member_pod(
 }
 
 async fn create(api: &Api<Pod>, pair: &HAPair, ctx: &Context, m: Member) -> Result<(), Error> {
-    let pod = resources::pod(pair, m, &ctx.agent_image);
+    let mut pod = resources::pod(pair, m, &ctx.agent_image);
+    outdated::stamp(&mut pod);
     match api.create(&PostParams::default(), &pod).await {
         Ok(p) => {
             info!(pod = %p.name_any(), "created");
