@@ -1,6 +1,7 @@
 //! `hapair-kv`: the replicated key/value demo application (see `hapair::kv`).
 
 use clap::Parser;
+use hapair::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -11,17 +12,16 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     kv: hapair::kv::KvArgs,
+    /// Log as text (coloured only on a terminal) or one JSON object a line; level from RUST_LOG.
+    #[arg(long, env = "HAPAIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // The shared setup: no colour codes in a container's log.
+    hapair::telemetry::init(cli.log_format);
     hapair::kv::run(cli.kv).await?;
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! - [`client`]: a kube client from `$KUBECONFIG`, else `/var/lib/hapair-local/run/kubeconfig`.
 //! - [`TestNamespace`]: a fresh namespace per test, deleted on drop (also when the test panics).
 //! - [`wait_for`] / [`wait_deleted`]: watch-based waits; the timeout is only a safety net.
-//! - pod faults: [`delete_pod`], [`force_delete_pod`], [`crash_container`], [`freeze_pod`].
+//! - pod faults: [`delete_pod`], [`force_delete_pod`], [`crash_container`], [`freeze_pod`],
+//!   [`freeze_container`].
 //! - [`Watchdog`]: records every instant two pods of one pair both carry `hapair.io/role=master`.
 //! - [`LocalProcess`]: a local child process (e.g. `hapair operator`) that is killed on drop.
 //! - [`install_crd`], [`poll_until`], [`http_get`], [`LocalProcess::metrics_addr`]: running the
@@ -370,6 +371,14 @@ pub fn freeze_pod(pod: &Pod) -> Frozen {
         ctr(&["tasks", "pause", id]);
     }
     Frozen { ids }
+}
+
+/// Freezes one container of the pod (e.g. only the agent: its lease goes stale while the
+/// application keeps running). Thawed by [`Frozen::thaw`] or on drop.
+pub fn freeze_container(pod: &Pod, container: &str) -> Frozen {
+    let id = container_id(pod, container);
+    ctr(&["tasks", "pause", &id]);
+    Frozen { ids: vec![id] }
 }
 
 /// Containers frozen by [`freeze_pod`]; thawed when dropped (a frozen process cannot even be killed).
