@@ -551,9 +551,16 @@ pub fn dual_masters(pods: &HashMap<String, Pod>) -> Option<String> {
 
 // ------------------------------------------------------------------------------ local processes
 
-/// Path of the `hapair` binary cargo built for this test run.
+/// Path of the `hapair` binary cargo built for this test run, or `HAPAIR_BIN` when set: two
+/// worktrees sharing one target dir also share `target/debug/hapair`, which the other's build
+/// may replace while a test runs; a copy named by `HAPAIR_BIN` stays put.
 pub fn hapair_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hapair"))
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var_os("HAPAIR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hapair")))
+    })
 }
 
 /// A local child process (e.g. `hapair operator` running against the cluster), with stdout and
