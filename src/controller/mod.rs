@@ -163,16 +163,16 @@ async fn observed_reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = pair.namespace().ok_or(Error::NoNamespace)?;
     ensure_objects(&pair, &ctx, &ns).await?;
-    let held_back = recreate::ensure_member_pods(&pair, &ctx, &ns).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ns);
     let name = pair.name_any();
-    let pod = PerMember::new(
+    let mut pod = PerMember::new(
         pods.get_opt(&resources::member_name(&name, Member::A))
             .await?,
         pods.get_opt(&resources::member_name(&name, Member::B))
             .await?,
     );
+    let held_back = recreate::ensure_member_pods(&pair, &ctx, &pods, &mut pod).await?;
     let lease = PerMember::new(
         leases
             .get_opt(&resources::member_name(&name, Member::A))

@@ -38,34 +38,39 @@ impl HeldBack {
     }
 }
 
-/// Creates each member's pod if it is missing and its back-off allows; the members held back.
+/// Creates each member's pod that `pods` (just read) lacks, if its back-off allows, and puts
+/// the created pod in `pods`; returns the members held back.
 pub async fn ensure_member_pods(
     pair: &HAPair,
     ctx: &Context,
-    ns: &str,
+    api: &Api<Pod>,
+    pods: &mut PerMember<Option<Pod>>,
 ) -> Result<Vec<HeldBack>, Error> {
     let mut held = Vec::new();
     for m in Member::BOTH {
-        held.extend(ensure_member_pod(pair, ctx, ns, m).await?);
+        let pod = pods.get_mut(m);
+        if pod.is_none() {
+            match ensure_member_pod(pair, ctx, api, m).await? {
+                Ok(created) => *pod = created,
+                Err(waiting) => held.push(waiting),
+            }
+        }
     }
     Ok(held)
 }
 
+/// The missing pod of `m`, created (`None` only if it vanished again at once), or why not yet.
 async fn ensure_member_pod(
     pair: &HAPair,
     ctx: &Context,
-    ns: &str,
+    api: &Api<Pod>,
     m: Member,
-) -> Result<Option<HeldBack>, Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+) -> Result<Result<Option<Pod>, HeldBack>, Error> {
     let name = resources::member_name(&pair.name_any(), m);
-    if api.get_opt(&name).await?.is_some() {
-        return Ok(None);
-    }
     let key = key(pair, m);
     match ctx.backoffs.with(&key, |b| b.missing(Instant::now())) {
         Verdict::Create { recreation } => {
-            create(&api, pair, ctx, m).await?;
+            let pod = create(api, pair, ctx, m).await?;
             ctx.backoffs.with(&key, |b| b.created(Instant::now()));
             if let Some(n) = recreation {
                 let note = format!(
@@ -74,7 +79,7 @@ async fn ensure_member_pod(
                 );
                 publish(ctx, pair, EventType::Normal, "MemberPodRecreated", note).await;
             }
-            Ok(None)
+            Ok(Ok(pod))
         }
         Verdict::Wait {
             remaining,
@@ -98,21 +103,26 @@ async fn ensure_member_pod(
                 );
                 publish(ctx, pair, EventType::Warning, "MemberPodBackOff", note).await;
             }
-            Ok(Some(held))
+            Ok(Err(held))
         }
     }
 }
 
-async fn create(api: &Api<Pod>, pair: &HAPair, ctx: &Context, m: Member) -> Result<(), Error> {
+async fn create(
+    api: &Api<Pod>,
+    pair: &HAPair,
+    ctx: &Context,
+    m: Member,
+) -> Result<Option<Pod>, Error> {
     let mut pod = resources::pod(pair, m, &ctx.agent_image);
     outdated::stamp(&mut pod);
     match api.create(&PostParams::default(), &pod).await {
         Ok(p) => {
             info!(pod = %p.name_any(), "created");
-            Ok(())
+            Ok(Some(p))
         }
         // Created meanwhile (another replica during a leader handover): it exists, as wanted.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(api.get_opt(&pod.name_any()).await?),
         Err(e) => Err(e.into()),
     }
 }
