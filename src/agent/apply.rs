@@ -156,18 +156,16 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
         if !self.shared.lock().admit(envelope.seq) {
             return Outcome::Ignored;
         }
-        let result = self.persist(envelope.command).and_then(|()| {
-            let acked = self.shared.lock().act(envelope, Instant::now())?;
-            Ok(acked)
-        });
+        let result = self
+            .persist(envelope.command)
+            .and_then(|()| Ok(self.shared.lock().act(envelope, Instant::now())?));
         self.shared.notify();
-        let awaited = Ack {
-            seq: envelope.seq,
-            command: envelope.command,
-        };
         match result {
             Ok(Some(ack)) => Outcome::Applied(ack),
-            Ok(None) => Outcome::AwaitingReply(awaited),
+            Ok(None) => Outcome::AwaitingReply(Ack {
+                seq: envelope.seq,
+                command: envelope.command,
+            }),
             Err(e) => Outcome::NotApplied(e),
         }
     }

@@ -531,14 +531,6 @@ impl ChaosPair {
     }
 }
 
-impl Drop for ChaosPair {
-    fn drop(&mut self) {
-        // A frozen or held pod must not outlive the test's namespace.
-        self.gates.release(Member::A);
-        self.gates.release(Member::B);
-    }
-}
-
 /// The hold files, in a host directory the member pods mount.
 struct Gates {
     dir: PathBuf,
@@ -565,6 +557,7 @@ impl Gates {
 }
 
 impl Drop for Gates {
+    /// Removing the directory releases every hold: no held pod outlives the test.
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
