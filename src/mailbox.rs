@@ -47,6 +47,10 @@ pub const ERROR: &str = "hapair.io/error";
 /// never be acknowledged (applied by an earlier agent of the pod, or fenced over): the operator
 /// stops waiting for them. Absent when 0.
 pub const FLOOR: &str = "hapair.io/floor";
+/// Agent → operator: `true` once the agent is stopping (SIGTERM: the kubelet is ending its
+/// container or pod). It stopped processing and applies nothing more: the member is down, even
+/// while its pod still shows as running.
+pub const STOPPING: &str = "hapair.io/stopping";
 
 /// Agent → operator: the last command acknowledged by any pod of the member. Unlike
 /// [`ACKED_COMMAND`] it is not removed when a new pod's agent takes the Lease over before it
@@ -57,7 +61,7 @@ pub const MEMBER_ACKED: &str = "hapair.io/member-acked";
 /// Every key the operator writes; the agent never writes these.
 pub const OPERATOR_KEYS: [&str; 3] = [COMMAND, COMMAND_SEQ, COMMAND_POD];
 /// Every key the agent writes; the operator never writes these.
-pub const AGENT_KEYS: [&str; 13] = [
+pub const AGENT_KEYS: [&str; 14] = [
     POD,
     RECORD,
     RECORD_REASON,
@@ -70,6 +74,7 @@ pub const AGENT_KEYS: [&str; 13] = [
     FENCED_REASON,
     ERROR,
     FLOOR,
+    STOPPING,
     MEMBER_ACKED,
 ];
 
@@ -163,6 +168,8 @@ pub struct Report {
     pub error: Option<String>,
     /// Commands to this pod at or below this sequence number will never be acknowledged.
     pub floor: u64,
+    /// The agent is stopping: it applies nothing more ([`STOPPING`]).
+    pub stopping: bool,
 }
 
 impl Report {
@@ -205,6 +212,9 @@ impl Report {
         if self.floor > 0 {
             set(FLOOR, self.floor.to_string());
         }
+        if self.stopping {
+            set(STOPPING, "true".to_string());
+        }
         keys
     }
 
@@ -233,6 +243,7 @@ impl Report {
             floor: annotations
                 .get(FLOOR)
                 .map_or(Ok(0), |f| parse_value(FLOOR, f))?,
+            stopping: annotations.get(STOPPING).is_some_and(|s| s == "true"),
         }))
     }
 }
@@ -416,6 +427,7 @@ mod tests {
             }),
             fenced: None,
             floor: 0,
+            stopping: false,
             error: None,
         }
     }
@@ -427,6 +439,7 @@ mod tests {
         fenced.state = MemberState::X;
         fenced.fenced = Some("no renewal for 7s".into());
         fenced.floor = 11;
+        fenced.stopping = true;
         let mut failed = report(RecordView::Missing);
         failed.ack = None;
         failed.error = Some("read-only volume".into());

@@ -581,6 +581,10 @@ async fn a_terminated_agent_fences_and_reports_x_before_it_exits() {
             .is_some_and(|f| f.contains("SIGTERM")),
         "{report:?}"
     );
+    assert!(
+        report.stopping,
+        "the member is down while its pod still runs"
+    );
     assert_eq!(m.role(), "X\n");
     let status = agent.child.wait().unwrap();
     assert!(status.success(), "agent exit: {status}");

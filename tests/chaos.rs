@@ -29,9 +29,11 @@ mod schedule;
 #[path = "chaos/writer.rs"]
 mod writer;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use futures::FutureExt;
 use harness::{ChaosPair, Policy, Tally};
 use schedule::{schedules, Schedule, KINDS};
 
@@ -127,7 +129,18 @@ async fn run(policy: Policy, schedules: &[Schedule]) -> (Tally, Duration) {
     let started = std::time::Instant::now();
     let mut pair = ChaosPair::start(policy).await;
     for schedule in schedules {
-        pair.run(schedule).await;
+        // A failure names its schedule and seed: the run's output may be cut to its last lines.
+        if let Err(panic) = AssertUnwindSafe(pair.run(schedule)).catch_unwind().await {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            panic!(
+                "chaos[{policy:?}] {schedule} failed (replay: HAPAIR_CHAOS_SEED={}): {why}",
+                seed()
+            );
+        }
     }
     (pair.finish(), started.elapsed())
 }

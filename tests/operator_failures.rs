@@ -1,9 +1,9 @@
 //! Failures of a running pair against the real local cluster, one test per seed scenario: the
-//! slave fails (4-2), both fail and come back (5-5), the master's application crashes inside its
-//! pod, the master is cut off from the API server (partition: it fences itself before the peer is
-//! promoted), an agent container restarts inside its pod, and the operator dies in the middle of
-//! a failover. The watchdog asserts in every
-//! test that no two pods ever carry the master label at once.
+//! slave fails (4-2), the master's pod ends without being deleted (as on eviction), both fail and
+//! come back (5-5), the master's application crashes inside its pod, the master is cut off from
+//! the API server (partition: it fences itself before the peer is promoted), an agent container
+//! restarts inside its pod, and the operator dies in the middle of a failover. The watchdog
+//! asserts in every test that no two pods ever carry the master label at once.
 
 mod support;
 
@@ -73,6 +73,39 @@ async fn slave_failure_leaves_a_single_master_with_priority_1_and_the_slave_rejo
         "history {history:?} passes {single}"
     );
     t.wait_role(master, ROLE_MASTER).await;
+    t.finish();
+}
+
+/// A master pod that ended without being deleted (evicted, past its deadline): nothing of it runs
+/// again, so its member is down for good unless the pod goes. The operator fails over (4-4),
+/// deletes the ended pod with a Warning saying why it ended, and the member comes back in a new
+/// pod as slave. The kubelet ends the pod for real: `activeDeadlineSeconds` is set on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_master_pod_fails_over_and_its_member_comes_back_in_a_new_pod() {
+    let t = PairUnderTest::start("pod-ended").await;
+    let master = t.steady().await;
+    let old = t.pod(master).await;
+    let deadline = serde_json::json!({"spec": {"activeDeadlineSeconds": 1}});
+    t.pods
+        .patch(
+            &PairUnderTest::pod_name(master),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&deadline),
+        )
+        .await
+        .unwrap();
+    let ended = t.wait_event("MemberPodEnded").await;
+    let note = ended.note.unwrap_or_default();
+    assert_eq!(ended.type_.as_deref(), Some("Warning"), "{note}");
+    assert!(
+        note.contains(&format!("member {master}'s pod x-{master} ended"))
+            && note.contains("DeadlineExceeded"),
+        "the Warning says which pod ended and the kubelet's reason: {note}"
+    );
+    t.wait_state(&[master_slave(master.peer())]).await;
+    t.wait_role(master.peer(), ROLE_MASTER).await;
+    let recreated = t.wait_role(master, "standby").await;
+    assert_ne!(recreated.metadata.uid, old.metadata.uid, "a new pod");
     t.finish();
 }
 

@@ -82,6 +82,8 @@ pub struct Applier<R, F> {
     shared: Arc<Shared<F>>,
     /// The last report the Lease accepted: an unchanged report is sent only to renew.
     last_sent: Option<Report>,
+    /// SIGTERM came: reported, so the member counts as down while the pod still runs.
+    stopping: bool,
 }
 
 impl<R: RecordIo, F: RoleIo> Applier<R, F> {
@@ -101,6 +103,7 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
             error: None,
             shared,
             last_sent: None,
+            stopping: false,
         }
     }
 
@@ -225,6 +228,7 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
             fenced: acting.fenced().map(String::from),
             error: self.error.clone(),
             floor: acting.dead_floor(),
+            stopping: self.stopping,
         }
     }
 
@@ -245,6 +249,7 @@ impl<R: RecordIo, F: RoleIo> Applier<R, F> {
 
     /// The pod is stopping: stop processing, and apply nothing seen so far.
     pub fn terminating(&mut self) {
+        self.stopping = true;
         let reason = "the pod is terminating (SIGTERM): stopped processing".to_string();
         tracing::info!("{reason}");
         if let Err(e) = self.shared.lock().fence(reason) {

@@ -282,6 +282,7 @@ mod tests {
             ack: None,
             fenced: None,
             floor: 0,
+            stopping: false,
             error: None,
         };
         let body = patch_body_for(&lease, &report);

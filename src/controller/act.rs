@@ -153,6 +153,7 @@ mod tests {
             }),
             fenced: None,
             floor: 0,
+            stopping: false,
             error: None,
         };
         let mut annotations = report.to_annotations();

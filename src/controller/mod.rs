@@ -4,11 +4,12 @@
 //! from what the API server shows; the only memory is when each Lease was last seen renewed
 //! ([`liveness`]), which can only delay a failover.
 //!
-//! Reconcile, in named steps: ensure objects → observe → decide → write status (+ Events) →
-//! act (unless paused) → requeue.
+//! Reconcile, in named steps: ensure objects → delete ended member pods ([`ended`]) → observe →
+//! decide → write status (+ Events) → act (unless paused) → requeue.
 
 pub mod act;
 pub mod backoff;
+pub mod ended;
 pub mod liveness;
 pub mod observe;
 pub mod outdated;
@@ -172,6 +173,7 @@ async fn reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error
         pods.get_opt(&resources::member_name(&name, Member::B))
             .await?,
     );
+    ended::delete_ended_pods(&pair, &ctx, &pods, &pod).await?;
     let held_back = recreate::ensure_member_pods(&pair, &ctx, &pods, &mut pod).await?;
     let lease = PerMember::new(
         leases

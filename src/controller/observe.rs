@@ -140,7 +140,8 @@ fn restart_baseline(pod: Option<&Pod>, last: &MemberStatus) -> Option<i32> {
     (last.pod_uid.as_ref() == Some(&uid)).then_some(last.app_restarts)?
 }
 
-/// The pod runs, with its agent, and the fresh Lease holds a report of this very pod.
+/// The pod runs, with its agent, and the fresh Lease holds a report of this very pod whose agent
+/// is not stopping (a stopping agent applies nothing more: the kubelet is ending it).
 fn up_instance<'r>(
     objects: &MemberObjects<'_>,
     report: Option<&'r Report>,
@@ -153,7 +154,7 @@ fn up_instance<'r>(
     let agent_running = container_statuses(pod)
         .iter()
         .any(|c| c.name == AGENT_CONTAINER && is_running(c));
-    (alive && ours && agent_running)
+    (alive && ours && agent_running && !report.stopping)
         .then(|| pod_uid(pod))
         .flatten()
         .map(|uid| (report, uid))

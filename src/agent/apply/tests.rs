@@ -367,6 +367,20 @@ async fn an_unreadable_command_is_reported_and_not_applied() {
 }
 
 #[tokio::test]
+async fn a_terminating_agent_fences_and_reports_that_it_is_stopping() {
+    let mut rig = Rig::new(ReadOutcome::Missing);
+    rig.step("SM/1", 1, ME).await;
+    rig.journal();
+    assert!(!rig.applier.report().stopping);
+    rig.applier.terminating();
+    let report = rig.applier.report();
+    assert_eq!(report.state, MemberState::X);
+    assert!(report.stopping);
+    assert!(report.fenced.unwrap().contains("SIGTERM"));
+    assert_eq!(rig.journal(), ["role X"]);
+}
+
+#[tokio::test]
 async fn losing_the_lease_fences_a_processing_member() {
     let mut rig = Rig::new(ReadOutcome::Missing);
     rig.step("SM/1", 1, ME).await;

@@ -49,6 +49,7 @@ fn report(pod: &str, state: MemberState, ack: Option<(u64, &str)>) -> Report {
         }),
         fenced: None,
         floor: 0,
+        stopping: false,
         error: None,
     }
 }
@@ -168,6 +169,26 @@ fn report_of_another_pod_stale_lease_or_no_agent_is_down() {
 }
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Evicted, past its deadline: the kubelet stops the agent while the pod still shows as running.
+#[test]
+fn a_stopping_agent_is_down_with_its_last_acknowledgement_although_its_pod_runs() {
+    let mut stopping = report(UID, MemberState::X, Some((2, "M/1")));
+    stopping.fenced = Some("SIGTERM".into());
+    stopping.stopping = true;
+    let l = lease(Some(stopping), None);
+    match view(Some(&pod(true, true)), Some(&l), true) {
+        MemberView::Down {
+            last_acked,
+            in_doubt,
+            ..
+        } => {
+            assert_eq!(last_acked, Some("M/1".parse().unwrap()), "4-4 needs its M");
+            assert_eq!(in_doubt, None);
+        }
+        v => panic!("expected Down, got {v:?}"),
+    }
+}
 
 #[test]
 fn down_member_keeps_its_last_record_and_an_unacknowledged_command_is_in_doubt() {
