@@ -355,3 +355,76 @@ async fn failover_keeps_every_acknowledged_write_and_cuts_the_old_masters_diverg
     acked.extend(put_all(&b, keys("whole", 3)).await);
     assert_holds(&a, &keys("whole", 3)).await;
 }
+
+/// The stall of a master's agent, as the chaos test found it: the master (a) is demoted while its
+/// application keeps running, its standby (b) promoted, and a becomes b's standby through the
+/// replication Service address, which still leads to a itself for a moment. a's first pull is
+/// refused (a is no master); once the address leads to b, a must follow b. A kept-alive
+/// connection would keep leading to a (conntrack) and a would never catch up.
+#[tokio::test]
+async fn a_standby_refused_through_a_service_address_reconnects_and_follows_the_new_master() {
+    let (mut a, mut b) = (Member::new("a"), Member::new("b"));
+    a.start().await;
+    b.start().await;
+    let service = ServiceAddress::start(&a.addr()).await;
+    a.act("SM").await;
+    b.act(&format!("SL {}", service.addr)).await;
+    b.wait_ready().await;
+    a.act("M").await;
+    let mut acked = put_all(&a, keys("m", 5)).await;
+
+    // 4-4: b is promoted and writes; a, still running, becomes SL through the Service address.
+    a.act("X").await;
+    b.act("SM").await;
+    acked.extend(put_all(&b, keys("sm", 5)).await);
+    let opened = service.connections();
+    a.act(&format!("SL {}", service.addr)).await;
+    eventually("a's pull reached the Service address", || async {
+        service.connections() > opened
+    })
+    .await;
+    assert_ne!(a.ready().await, StatusCode::OK, "a pulled from itself");
+    service.lead_to(&b.addr());
+    a.wait_ready().await;
+    assert_holds(&a, &acked).await;
+}
+
+/// A Service address as kube-proxy makes it: each new connection goes where the address leads
+/// at that moment, an open one keeps going where it went.
+struct ServiceAddress {
+    addr: String,
+    target: std::sync::Arc<std::sync::Mutex<String>>,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ServiceAddress {
+    async fn start(target: &str) -> ServiceAddress {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let service = ServiceAddress {
+            addr: listener.local_addr().unwrap().to_string(),
+            target: std::sync::Arc::new(std::sync::Mutex::new(target.to_string())),
+            opened: Default::default(),
+        };
+        let (target, opened) = (service.target.clone(), service.opened.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let to = target.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        service
+    }
+
+    fn lead_to(&self, addr: &str) {
+        *self.target.lock().unwrap() = addr.to_string();
+    }
+
+    fn connections(&self) -> usize {
+        self.opened.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -44,12 +44,16 @@ enum PullError {
 
 /// Follows the master at `peer` (host:port) until dropped.
 pub async fn run(node: std::sync::Arc<Node>, peer: String) {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let mut client = new_client();
     let mut last_problem = None;
     loop {
         match pull_once(&node, &client, &peer).await {
             Ok(()) => last_problem = None,
             Err(e) => {
+                // A kept-alive connection goes where `peer` led when it was opened: through a
+                // Service address, maybe to the former master, which now refuses every pull.
+                // A new connection goes where `peer` leads now.
+                client = new_client();
                 node.set_level(false);
                 let problem = e.to_string();
                 if last_problem.as_ref() != Some(&problem) {
@@ -60,6 +64,10 @@ pub async fn run(node: std::sync::Arc<Node>, peer: String) {
             }
         }
     }
+}
+
+fn new_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
 }
 
 async fn pull_once(
