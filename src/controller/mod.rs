@@ -160,9 +160,15 @@ async fn observed_reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Acti
     result
 }
 
-#[instrument(skip_all, fields(pair = %pair.name_any(), namespace = pair.namespace()))]
-async fn reconcile(pair: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = pair.namespace().ok_or(Error::NoNamespace)?;
+#[instrument(skip_all, fields(pair = %cached.name_any(), namespace = cached.namespace()))]
+async fn reconcile(cached: Arc<HAPair>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = cached.namespace().ok_or(Error::NoNamespace)?;
+    // Read afresh: the watch cache may still lack the previous reconcile's status write, and the
+    // status holds what was recorded before acting (processing terms, restart baselines).
+    let pairs: Api<HAPair> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(pair) = pairs.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     ensure_objects(&pair, &ctx, &ns).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ns);
