@@ -463,9 +463,12 @@ fn service_account(ns: &str, name: &str) -> String {
 /// Every (resource, verb) the operator uses (src/controller/): the rights it holds in its watch
 /// namespace must be exactly these, and the operator brought a pair up with them.
 const OPERATOR_RIGHTS: &[(&str, &[&str])] = &[
-    ("hapairs.hapair.io", &["list", "watch", "patch"]),
+    ("hapairs.hapair.io", &["get", "list", "watch", "patch"]),
     ("hapairs.hapair.io/status", &["patch"]),
-    ("pods", &["get", "list", "watch", "create", "patch"]),
+    (
+        "pods",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
     (
         "leases.coordination.k8s.io",
         &["get", "list", "watch", "create", "patch", "update"],
@@ -509,9 +512,13 @@ fn operator_holds_exactly(user: &str, ns: &str, rights: &[(&str, &[&str])]) {
 
 /// Spot checks through the authorizer itself, also outside the watch namespace.
 fn operator_may_not_do_more(user: &str, ns: &str) {
-    let allowed = [("create", "pods"), ("patch", "leases/example-a")];
-    let denied = [
+    // It deletes a member pod that ended (so it is recreated), never a volume.
+    let allowed = [
+        ("create", "pods"),
         ("delete", "pods"),
+        ("patch", "leases/example-a"),
+    ];
+    let denied = [
         ("delete", "persistentvolumeclaims"),
         ("update", "pods"),
         ("get", "secrets"),
