@@ -43,7 +43,7 @@ pub async fn delete_ended_pods(
 }
 
 /// Ended and not yet being deleted (an ended pod whose deletion is under way is left to finish).
-pub fn is_ended(pod: &Pod) -> bool {
+fn is_ended(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     matches!(phase, Some("Failed" | "Succeeded")) && pod.metadata.deletion_timestamp.is_none()
 }
